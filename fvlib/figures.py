@@ -1,0 +1,67 @@
+"""Figures and tables with provenance: figures/<profile>/<name>.{png,pdf,json} (+ csv/md/tex)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from fvlib.cache import atomic_write, write_json
+from fvlib.paths import figures_dir
+from fvlib.provenance import provenance
+
+
+def style() -> None:
+    """One place for rcParams; call once per notebook."""
+    matplotlib.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
+        "axes.spines.top": False, "axes.spines.right": False, "savefig.bbox": "tight",
+    })
+
+
+def save(fig: plt.Figure, name: str, profile: str, numbers: Any, config: Any = None,
+         device=None, seconds: float | None = None) -> dict[str, Path]:
+    """Write <name>.png, .pdf and a .json sidecar (plotted numbers + provenance), atomically."""
+    out = figures_dir(profile)
+    paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "json")}
+    for ext in ("png", "pdf"):
+        atomic_write(paths[ext], lambda p, e=ext: fig.savefig(p, format=e))
+    write_json(paths["json"], {"name": name, "profile": profile, "numbers": numbers,
+                               "provenance": provenance(config, device, seconds=seconds)})
+    return paths
+
+
+def save_table(frame, name: str, profile: str, config: Any = None, device=None,
+               numbers: Any = None, latex: bool = True) -> dict[str, Path]:
+    """Write a pandas table as CSV + Markdown (+ LaTeX) + JSON sidecar with provenance."""
+    out = figures_dir(profile)
+    paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "json": out / f"{name}.json"}
+    atomic_write(paths["csv"], lambda p: frame.to_csv(p))
+    atomic_write(paths["md"], lambda p: p.write_text(_markdown(frame) + "\n"))
+    if latex:
+        paths["tex"] = out / f"{name}.tex"
+        atomic_write(paths["tex"], lambda p: p.write_text(_latex(frame)))
+    write_json(paths["json"], {"name": name, "profile": profile,
+                               "table": frame.reset_index().to_dict(orient="records"),
+                               "numbers": numbers, "provenance": provenance(config, device)})
+    return paths
+
+
+def _markdown(frame) -> str:
+    """Markdown table without the optional 'tabulate' dependency."""
+    df = frame.reset_index()
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def _latex(frame) -> str:
+    """A plain tabular (no jinja2 dependency of DataFrame.to_latex)."""
+    df = frame.reset_index()
+    esc = lambda s: str(s).replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
+    lines = [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\hline",
+             " & ".join(esc(c) for c in df.columns) + r" \\", r"\hline"]
+    lines += [" & ".join(esc(v) for v in r) + r" \\" for r in df.itertuples(index=False)]
+    return "\n".join(lines + [r"\hline", r"\end{tabular}", ""])

@@ -1,0 +1,54 @@
+"""Where a result came from: config, code version, git state, device, library versions."""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+from typing import Any
+
+import torch
+
+from fvlib import __version__
+from fvlib.paths import ROOT
+
+
+def git_sha() -> str:
+    """Current commit sha with a '-dirty' suffix for uncommitted changes; 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples, paths and tensors -> plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def provenance(config: Any = None, device: torch.device | None = None, **extra: Any) -> dict:
+    """A provenance record: fvlib version, git sha, torch/cuda/python versions, device, config."""
+    from fvlib.runtime import device_name
+    rec = {
+        "fvlib": __version__, "git_sha": git_sha(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "python": platform.python_version(),
+        "device": device_name(device) if device is not None else None,
+        "config": to_jsonable(config),
+    }
+    rec.update(to_jsonable(extra))
+    return rec

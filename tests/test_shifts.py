@@ -1,0 +1,207 @@
+"""Data shifts (reference notes §8): corruptions, the elastic reference, PGD, registry and cache."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fvlib import shifts
+from fvlib.data import to_float
+
+SIZES = [(32, 4), (112, 2), (224, 1)]  # (side, batch): keep the 224 case tiny
+
+
+def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(n, size, size, 3) uint8 natural-ish images: upsampled random colour blocks."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g)
+    up = nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return (up * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+# ----------------------------------------------------------------------------- corruptions
+
+@pytest.mark.parametrize("size,n", SIZES)
+@pytest.mark.parametrize("name", shifts.CORRUPTIONS)
+def test_corruption_shape_dtype_determinism(name, size, n):
+    x = smooth_images(n, size)
+    a = shifts.render(name, x, seed=1)
+    assert a.shape == x.shape and a.dtype == torch.uint8 and a.device == x.device
+    assert torch.equal(a, shifts.render(name, x, seed=1))          # same seed -> identical
+    assert not torch.equal(a, shifts.render(name, x, seed=2))      # different seed -> different
+    assert not torch.equal(a, x)                                    # it does change the images
+
+
+@pytest.mark.parametrize("name,sigma", [("gn1", 0.08), ("gn2", 0.2)])
+def test_gaussian_noise_statistics(name, sigma):
+    x = torch.full((8, 32, 32, 3), 128, dtype=torch.uint8)         # mid-gray: little clipping
+    d = (shifts.render(name, x, seed=0).float() - x.float()) / 255
+    assert abs(d.mean().item()) < 0.005
+    # σ=0.2 clips at ±2.5σ, which shrinks the std by ~3 %; 24k samples give ~0.5 % sampling error
+    assert d.std().item() == pytest.approx(sigma, rel=0.05)
+
+
+def test_gaussian_noise_range_clips():
+    x = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    x[:, 8:] = 255                                                  # half black, half white
+    out = shifts.gaussian_noise(x, 0.2, torch.Generator().manual_seed(0)).int()
+    assert out.dtype == torch.int32 and out.min() >= 0 and out.max() <= 255
+    black, white = out[:, :8], out[:, 8:]
+    # clipping: a black pixel can only get brighter, a white one darker; about half stay put
+    assert 0.4 < (black == 0).float().mean() < 0.6 and 0.4 < (white == 255).float().mean() < 0.6
+
+
+@pytest.mark.parametrize("size", [32, 112])
+def test_elastic_identity_when_no_displacement_or_jitter(size):
+    x = smooth_images(3, size)
+    out = shifts.elastic(x, (0.0, 5.0, 0.0), torch.Generator().manual_seed(0))
+    assert (out.int() - x.int()).abs().max() <= 1                   # interpolation at pixel centres
+
+
+def test_gaussian_matrix_matches_scipy_for_huge_kernels():
+    from scipy.ndimage import gaussian_filter1d
+    v = np.random.default_rng(0).uniform(-1, 1, 32)
+    for sigma in (170.8, 19.52, 1.5):                               # radius 512, 59, 5 on 32 px
+        a = shifts.gaussian_matrix(32, sigma).numpy()
+        np.testing.assert_allclose(a @ v, gaussian_filter1d(v, sigma, mode="reflect", truncate=3),
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("size,n", [(32, 4), (112, 2)])
+@pytest.mark.parametrize("c", [(488.0, 170.8, 24.4), (488.0, 19.52, 48.8), (20.0, 4.0, 6.0)],
+                         ids=["et1", "et2", "mild"])
+def test_elastic_device_path_matches_scipy_reference(c, size, n):
+    # Both paths get the same draws. Float32 vs float64 arithmetic only moves a value across a
+    # rounding boundary now and then, so we require max |diff| <= 1 gray level and mean < 0.01.
+    x = smooth_images(n, size, seed=3)
+    draws = shifts.elastic_draws(n, size, size, c, torch.Generator().manual_seed(7))
+    fast = shifts.elastic_apply(x, c, draws).numpy().astype(int)
+    ref = np.stack([shifts.elastic_reference(x[i].numpy(), c, draws=[d[i].numpy() for d in draws])
+                    for i in range(n)]).astype(int)
+    diff = np.abs(fast - ref)
+    assert diff.max() <= 1 and diff.mean() < 0.01
+
+
+def test_elastic_reference_with_rng_is_seeded():
+    img = smooth_images(1, 32)[0].numpy()
+    c = (488.0, 19.52, 48.8)
+    a = shifts.elastic_reference(img, c, np.random.default_rng(0))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(a, shifts.elastic_reference(img, c, np.random.default_rng(0)))
+
+
+# ----------------------------------------------------------------------------- registry / cache
+
+def test_unknown_shift_lists_valid_names():
+    with pytest.raises(ValueError, match="gn1.*et2.*pgd"):
+        shifts.render("fog", smooth_images(1, 32), seed=0)
+
+
+def test_pgd_needs_model_and_labels():
+    with pytest.raises(ValueError, match="needs y and a model"):
+        shifts.render("pgd", smooth_images(1, 32), seed=0)
+
+
+def test_render_cached_hits_and_matches(tmp_cache):
+    x = smooth_images(4, 32)
+    a = shifts.render_cached("et2", "fp", "test", x, seed=5)
+    assert torch.equal(a, shifts.render("et2", x, seed=5))
+    assert len(list(tmp_cache.glob("shift-et2-*.safetensors"))) == 1
+    assert torch.equal(a, shifts.render_cached("et2", "fp", "test", x, seed=5))
+    shifts.render_cached("et2", "fp", "test", x, seed=6)            # new seed -> new entry
+    assert len(list(tmp_cache.glob("shift-et2-*.safetensors"))) == 2
+    with pytest.raises(ValueError, match="valid names"):
+        shifts.render_cached("pgd", "fp", "test", x, seed=5)
+
+
+# ----------------------------------------------------------------------------- PGD
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """small_cnn trained 5 epochs on digits (cached in a tmp dir) and 64 test images."""
+    from fvlib import data as fdata
+    from fvlib.train import TrainConfig, train_original
+    old = os.environ.get("FVLIB_CACHE")
+    os.environ["FVLIB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        d = fdata.load("digits")
+        model, _ = train_original("small_cnn", d, TrainConfig(epochs=5, batch_size=128, lr=0.1,
+                                                             schedule="onecycle"), progress=False)
+    finally:
+        os.environ.pop("FVLIB_CACHE") if old is None else os.environ.__setitem__("FVLIB_CACHE", old)
+    return model.eval(), d.test_x[:64], d.test_y[:64]
+
+
+def ce(model, xf, y, delta=None):
+    with torch.no_grad():
+        return nn.functional.cross_entropy(model(xf if delta is None else xf + delta), y).item()
+
+
+def test_pgd_raises_loss_within_eps(trained):
+    model, x, y = trained
+    eps = 8 / 255
+    adv = shifts.render("pgd", x, seed=0, model=model, y=y, cfg=shifts.ShiftConfig(pgd_quantize=False))
+    x0 = to_float(x)
+    assert adv.shape == x0.shape and adv.dtype == torch.float32
+    assert (adv - x0).abs().max().item() <= eps + 1e-6
+    assert adv.min().item() >= 0 and adv.max().item() <= 1
+    assert ce(model, adv, y) > ce(model, x0, y) + 0.5
+    assert torch.equal(adv, shifts.render("pgd", x, seed=0, model=model, y=y,
+                                          cfg=shifts.ShiftConfig(pgd_quantize=False)))
+
+
+def test_pgd_quantized_slots_in_as_data(trained):
+    model, x, y = trained
+    adv = shifts.render("pgd", x, seed=0, model=model, y=y)         # default: 8-bit as saved sets
+    assert adv.shape == x.shape and adv.dtype == torch.uint8
+    assert (adv.int() - x.int()).abs().max().item() <= 8
+    assert ce(model, to_float(adv), y) > ce(model, to_float(x), y)
+
+
+def test_pgd_with_delta_and_restore(trained):
+    model, x, y = trained
+    x0 = to_float(x)
+    # a harmful "forget vector": the deployed system adds δ after the adversary's perturbation
+    delta = 0.25 * torch.sign(torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    base = ce(model, x0, y, delta)
+    up = shifts.pgd(model, x, y, delta=delta, g=torch.Generator().manual_seed(0))
+    down = shifts.pgd(model, x, y, delta=delta, restore=True, g=torch.Generator().manual_seed(0))
+    assert ce(model, up, y, delta) > base > ce(model, down, y, delta)
+    assert (down - x0).abs().max().item() <= 8 / 255 + 1e-6
+
+
+def test_pgd_attack_original_ignores_model_and_delta(trained):
+    model, x, y = trained
+    cfg = shifts.ShiftConfig(attack_original=True, pgd_quantize=False)
+    decoy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    a = shifts.render("pgd", x, seed=0, model=decoy, y=y, delta=torch.ones(3, 32, 32),
+                      cfg=cfg, original=model)
+    b = shifts.render("pgd", x, seed=0, model=model, y=y, cfg=shifts.ShiftConfig(pgd_quantize=False))
+    assert torch.equal(a, b)
+
+
+def test_pgd_keeps_model_state_and_params_grad_free(trained):
+    model, x, y = trained
+    model.train()
+    shifts.pgd(model, x[:8], y[:8], g=torch.Generator().manual_seed(0))
+    assert model.training and all(p.grad is None for p in model.parameters())
+    model.eval()
+
+
+@pytest.mark.parametrize("size", [112, 224])
+def test_pgd_other_sizes(size):
+    from fvlib.models import build
+    model = build("small_cnn", 10, (0.5,) * 3, (0.25,) * 3).eval()
+    x, y = smooth_images(2, size), torch.tensor([0, 1])
+    adv = shifts.pgd(model, x, y, steps=2, g=torch.Generator().manual_seed(0))
+    assert adv.shape == (2, 3, size, size)
+    assert (adv - to_float(x)).abs().max().item() <= 8 / 255 + 1e-6

@@ -1,0 +1,49 @@
+"""Splits are disjoint, complete, reproducible, and their manifests identify them."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fvlib import splits
+
+
+@pytest.mark.parametrize("k", [0, 7])
+def test_classwise_masks(digits, k):
+    s = splits.classwise(digits, k)
+    assert torch.equal(s.forget, digits.train_y == k)
+    assert not (s.forget & s.retain).any() and (s.forget | s.retain).all()
+    assert torch.equal(s.test_eval, digits.test_y != k) and torch.equal(s.test_forget, ~s.test_eval)
+    assert s.scenario == "classwise" and s.trial == k
+
+
+def test_random_split_size_seed_and_hash(digits):
+    a, b, c = splits.random(digits, 0), splits.random(digits, 0), splits.random(digits, 1)
+    n = len(digits.train_y)
+    assert int(a.forget.sum()) == int(n * 0.1)
+    assert a.hash == b.hash and torch.equal(a.forget, b.forget)
+    assert a.hash != c.hash
+    assert a.test_eval.all() and not a.test_forget.any()
+
+
+def test_manifest_rebuilds_the_split(digits):
+    s = splits.for_trial(digits, "random", 3)
+    m = s.manifest()
+    rebuilt = torch.zeros(len(digits.train_y), dtype=torch.bool)
+    rebuilt[m["forget"]] = True
+    assert torch.equal(rebuilt, s.forget) and m["hash"] == s.hash
+    assert splits.for_trial(digits, "classwise", 2).hash != splits.for_trial(digits, "classwise", 3).hash
+
+
+def test_bad_inputs(digits):
+    with pytest.raises(ValueError, match="valid: classwise, random"):
+        splits.for_trial(digits, "clusterwise", 0)
+    with pytest.raises(ValueError, match="out of range"):
+        splits.classwise(digits, 10)
+    with pytest.raises(ValueError, match="percent"):
+        splits.random(digits, 0, percent=0)
+
+
+def test_union_of_classes(digits):
+    s = splits.forget_classes(digits, [1, 2])
+    assert torch.equal(s.forget, (digits.train_y == 1) | (digits.train_y == 2))
+    assert s.classes == (1, 2)
