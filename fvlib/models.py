@@ -98,7 +98,7 @@ class VGG16BN(nn.Module):
 class SmallCNN(nn.Module):
     """A 4-conv CNN for the embedded digits data: trains to >90 % in seconds on a CPU."""
 
-    def __init__(self, num_classes: int, mean, std, width: int = 32):
+    def __init__(self, num_classes: int, mean, std, width: int = 16):
         super().__init__()
         w = width
         self.normalize = Normalize(mean, std)

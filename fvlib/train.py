@@ -130,8 +130,10 @@ def train_cached(arch: str, data: ImageData, mask: torch.Tensor, cfg: TrainConfi
     """
     import hashlib
     mask_hash = hashlib.sha256(mask.nonzero().flatten().cpu().numpy().tobytes()).hexdigest()[:16]
-    key = config_hash("model", arch, data.fingerprint, mask_hash, cfg)
     model = models.build(arch, data.num_classes, data.spec.mean, data.spec.std)
+    # the parameter shapes join the key, so editing an architecture never loads stale weights
+    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    key = config_hash("model", arch, shapes, data.fingerprint, mask_hash, cfg)
 
     def compute():
         torch.manual_seed(cfg.seed)  # weight init

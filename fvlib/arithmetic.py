@@ -1,0 +1,53 @@
+"""Forget-vector arithmetic studies: the two-vector grid of Fig. 3 and its optimised weights (§5)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fvlib import metrics, splits
+from fvlib.data import ImageData
+from fvlib.forget_vector import ForgetVector
+from fvlib.solve import FVConfig, compose
+
+GRID = tuple(round(0.2 * i, 1) for i in range(6))  # w ∈ {0, 0.2, ..., 1.0} (Fig. 3)
+
+
+def pair_grid(model: nn.Module, data: ImageData, fv_a: ForgetVector, fv_b: ForgetVector,
+              class_a: int, class_b: int, weights=GRID, batch_size: int = 1024) -> dict:
+    """Fig. 3: δ = w1·δ_a + w2·δ_b over the grid -> UA_a, UA_b (train images of a, b), TA on the
+    test images of the other classes, and their mean; each a (len(w1), len(w2)) array in [0, 1]."""
+    xa, xb = data.train_x[data.train_y == class_a], data.train_x[data.train_y == class_b]
+    ya, yb = data.train_y[data.train_y == class_a], data.train_y[data.train_y == class_b]
+    keep = (data.test_y != class_a) & (data.test_y != class_b)
+    xt, yt = data.test_x[keep], data.test_y[keep]
+    n = len(weights)
+    out = {k: np.zeros((n, n)) for k in ("UA_a", "UA_b", "TA")}
+    for i, w1 in enumerate(weights):
+        for j, w2 in enumerate(weights):
+            delta = (w1 * fv_a + w2 * fv_b).delta.to(data.device)
+            out["UA_a"][i, j] = 1 - metrics.accuracy(model, xa, ya, delta, batch_size=batch_size)
+            out["UA_b"][i, j] = 1 - metrics.accuracy(model, xb, yb, delta, batch_size=batch_size)
+            out["TA"][i, j] = metrics.accuracy(model, xt, yt, delta, batch_size=batch_size)
+    out["avg"] = (out["UA_a"] + out["UA_b"] + out["TA"]) / 3
+    out["weights"] = list(weights)
+    return out
+
+
+def optimal_pair(model: nn.Module, data: ImageData, fv_a: ForgetVector, fv_b: ForgetVector,
+                 class_a: int, class_b: int, cfg: FVConfig) -> tuple[ForgetVector, np.ndarray]:
+    """The star of Fig. 3: (w1, w2) minimising Eq. 4 over w with D_f = class a ∪ class b."""
+    split = splits.forget_classes(data, [class_a, class_b])
+    fv, w = compose(model, data, [split], [fv_a, fv_b], cfg, progress=False)[0]
+    return fv, w.cpu().numpy()
+
+
+def nearest_cell(w: np.ndarray, weights=GRID) -> tuple[int, int]:
+    """Grid cell closest to optimised weights (w1, w2) (for marking the star)."""
+    grid = np.asarray(weights)
+    return int(np.abs(grid - w[0]).argmin()), int(np.abs(grid - w[1]).argmin())
+
+
+def stack_deltas(vectors: list[ForgetVector]) -> torch.Tensor:
+    """(K, 3, H, W) of the vectors (for plotting δ images)."""
+    return torch.stack([v.delta for v in vectors])

@@ -1,0 +1,53 @@
+"""Metrics: MIA attack direction, the threshold attack, Avg.Gap, accuracy over sets."""
+from __future__ import annotations
+
+import torch
+
+from fvlib import metrics, splits, train
+
+
+def test_svc_mia_direction():
+    g = torch.Generator().manual_seed(0)
+    members = 0.9 + 0.1 * torch.rand(400, generator=g)      # confident on training data
+    nonmembers = 0.3 + 0.4 * torch.rand(400, generator=g)
+    like_members = 0.9 + 0.1 * torch.rand(100, generator=g)
+    like_nonmembers = 0.3 + 0.4 * torch.rand(100, generator=g)
+    assert metrics.svc_mia(members, nonmembers, like_nonmembers) > 0.9
+    assert metrics.svc_mia(members, nonmembers, like_members) < 0.1
+    assert metrics.threshold_mia(-members.log(), -nonmembers.log(), -like_nonmembers.log()) > 0.9
+    assert metrics.threshold_mia(-members.log(), -nonmembers.log(), -like_members.log()) < 0.1
+
+
+def test_svc_mia_subsampling_option():
+    g = torch.Generator().manual_seed(1)
+    m, n = 0.9 + 0.1 * torch.rand(2000, generator=g), 0.2 * torch.rand(2000, generator=g)
+    cfg = metrics.MIAConfig(max_per_side=200)
+    assert metrics.svc_mia(m, n, n[:50], cfg) > 0.9
+
+
+def test_model_without_class_scores_higher_mia(digits, original):
+    k = 4
+    s = splits.classwise(digits, k)
+    cfg = train.TrainConfig(epochs=10, batch_size=128, lr=0.1, schedule="onecycle")
+    retrained, _ = train.train_cached("small_cnn", digits, s.retain, cfg, progress=False)
+    orig = metrics.evaluate(original, digits, s)
+    retr = metrics.evaluate(retrained, digits, s)
+    assert retr["UA"] == 1.0 and orig["UA"] < 0.05
+    assert retr["MIA"] > orig["MIA"] + 0.5
+    assert retr["MIA_loss"] > orig["MIA_loss"]
+
+
+def test_avg_gap():
+    a = {"UA": 1.0, "MIA": 1.0, "RA": 0.9, "TA": 0.8}
+    assert metrics.avg_gap(a, a) == 0.0
+    b = {"UA": 0.0, "MIA": 1.0, "RA": 1.0, "TA": 0.8}
+    assert abs(metrics.avg_gap(a, b) - (1.0 + 0.1) / 4) < 1e-12
+
+
+def test_accuracy_and_per_class(digits, original):
+    acc = metrics.accuracy(original, digits.test_x, digits.test_y)
+    per = metrics.per_class_accuracy(original, digits.test_x, digits.test_y, 10)
+    counts = torch.bincount(digits.test_y).numpy()
+    assert abs((per * counts).sum() / counts.sum() - acc) < 1e-6
+    assert metrics.accuracy(original, digits.test_x[:0], digits.test_y[:0]) != metrics.accuracy(
+        original, digits.test_x[:0], digits.test_y[:0])  # NaN for an empty set
