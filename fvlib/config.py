@@ -14,6 +14,7 @@ from typing import Any
 
 from fvlib.solve import FVConfig
 from fvlib.train import TrainConfig
+from fvlib.unlearn import UnlearnConfig
 
 PROFILE_NAMES = ("smoke", "quick", "paper", "paper_imagenet10")
 
@@ -34,8 +35,15 @@ class Profile:
     # λ1 = 1; the §4.2 ratio reading would give Beta 9, which wrecks utility: measured on digits).
     fv: FVConfig = FVConfig()
     fv_random: FVConfig = FVConfig(beta=1.0, lambda1=1.0)
+    unlearn: UnlearnConfig | None = None  # None: UnlearnConfig defaults with arch/retrain from above
     device: str = "auto"
     eval_batch_size: int = 1024
+
+    def unlearn_cfg(self) -> UnlearnConfig:
+        """Baseline settings; Retrain reuses the original model's recipe unless overridden."""
+        if self.unlearn is not None:
+            return self.unlearn
+        return UnlearnConfig(arch=self.model, retrain=self.train)
 
     def fv_for(self, scenario: str) -> FVConfig:
         """The forget-vector config of a scenario."""
@@ -51,9 +59,15 @@ class Profile:
 FAST_CIFAR = TrainConfig(epochs=20, batch_size=512, lr=0.4, schedule="onecycle", warmup_frac=0.2,
                          label_smoothing=0.1, nesterov=True)
 
+SMOKE_TRAIN = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="onecycle")
+# Baselines shrunk for 1,347 digits: fewer epochs, smaller batches, larger lr (smoke only).
+SMOKE_UNLEARN = UnlearnConfig(arch="small_cnn", batch_size=64, retrain=SMOKE_TRAIN,
+                              ft_epochs=2, rl_epochs=3, rl_lr=0.03, ga_epochs=2, ga_lr=1e-3,
+                              neggrad_epochs=2, neggrad_beta=0.9, salun_epochs=2, salun_lr=0.03,
+                              scrub_epochs=2, scrub_lr=0.005)
+
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", "digits", "small_cnn",
-                     TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="onecycle"),
+    "smoke": Profile("smoke", "digits", "small_cnn", SMOKE_TRAIN, unlearn=SMOKE_UNLEARN,
                      trials=3, eval_batch_size=512,
                      fv=FVConfig(epochs=10), fv_random=FVConfig(epochs=10, beta=1.0, lambda1=1.0)),
     "quick": Profile("quick", "cifar10", "resnet18", FAST_CIFAR, trials=10),
