@@ -51,3 +51,36 @@ def nearest_cell(w: np.ndarray, weights=GRID) -> tuple[int, int]:
 def stack_deltas(vectors: list[ForgetVector]) -> torch.Tensor:
     """(K, 3, H, W) of the vectors (for plotting δ images)."""
     return torch.stack([v.delta for v in vectors])
+
+
+def cu_fv_records(profile, data: ImageData, original: nn.Module, trials=None,
+                  progress: bool = True) -> list[dict]:
+    """Table 3: CU-FV on random forgetting — weights over all class-wise vectors, per trial (cached)."""
+    from fvlib import study
+    trials = list(range(profile.trials)) if trials is None else list(trials)
+    split_list = [splits.random(data, t, profile.percent) for t in trials]
+    keys = [study.record_key(profile, data, original, "cu_fv", s) for s in split_list]
+    done = {k: r for k in keys if (r := study.read_record(k)) is not None}
+    todo = [(k, s) for k, s in zip(keys, split_list) if k not in done]
+    if todo:
+        basis = study.forget_vectors(original, data, [splits.classwise(data, c)
+                                                      for c in range(data.num_classes)], profile, progress)
+        solved = compose(original, data, [s for _, s in todo], basis, profile.fv_random, progress)
+        for (k, s), (fv, w) in zip(todo, solved):
+            res = metrics.evaluate(original, data, s, fv.delta, batch_size=profile.eval_batch_size)
+            done[k] = study.write_record("cu_fv", s, res, fv.meta["seconds"], k, profile, data,
+                                         weights=w.tolist())
+    return [done[k] for k in keys]
+
+
+def slider(model: nn.Module, data: ImageData, fv_a: ForgetVector, fv_b: ForgetVector,
+           class_a: int, class_b: int):
+    """Interactive (w1, w2) sliders showing UA on both classes and TA live (Jupyter only)."""
+    import ipywidgets as widgets
+
+    def show(w1: float, w2: float) -> None:
+        g = pair_grid(model, data, w1 * fv_a, w2 * fv_b, class_a, class_b, weights=(1.0,))
+        print(f"w1={w1:.2f} w2={w2:.2f}: UA{class_a}={100 * g['UA_a'][0, 0]:.1f} %  "
+              f"UA{class_b}={100 * g['UA_b'][0, 0]:.1f} %  TA={100 * g['TA'][0, 0]:.1f} %")
+    step = dict(min=0.0, max=1.5, step=0.05, value=0.5, continuous_update=False)
+    return widgets.interactive(show, w1=widgets.FloatSlider(**step), w2=widgets.FloatSlider(**step))

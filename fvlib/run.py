@@ -23,15 +23,17 @@ def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int =
     import papermill as pm
     out_dir = ROOT / "runs" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"PROFILE": profile, "DATA_ROOT": data_root or ""}
+    params = {"PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
     done = []
     for nb in notebooks():
         if only and not any(nb.name.startswith(o) for o in only):
             continue
         start = time.perf_counter()
         print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
+        declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
         try:
-            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params,
+            pm.execute_notebook(str(nb), str(out_dir / nb.name),
+                                parameters={k: v for k, v in params.items() if k in declared},
                                 cwd=str(nb.parent), kernel_name="python3",
                                 execution_timeout=timeout, progress_bar=False)
         except pm.PapermillExecutionError as err:

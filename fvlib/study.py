@@ -39,6 +39,8 @@ def method_config(profile: Profile, method: str, scenario: str):
     """The config that determines a method's result (part of its cache key)."""
     if method == "fv":
         return profile.fv_for(scenario)
+    if method == "cu_fv":  # class-wise basis vectors + the weights' optimisation
+        return (profile.fv, profile.fv_random)
     ucfg = profile.unlearn_cfg()
     return ucfg.retrain if method == "retrain" else ucfg
 
@@ -50,17 +52,18 @@ def record_key(profile: Profile, data: ImageData, original: nn.Module, method: s
                        method, method_config(profile, method, split.scenario), split.hash)
 
 
-def _read(key: str) -> dict | None:
+def read_record(key: str) -> dict | None:
     path = _records_dir() / f"{key}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _record(method: str, split: splits.Split, res: dict, seconds: float, key: str,
-            profile: Profile, data: ImageData) -> dict:
+def write_record(method: str, split: splits.Split, res: dict, seconds: float, key: str,
+                 profile: Profile, data: ImageData, **extra) -> dict:
+    """Write one result record atomically (keyed by its config hash) and return it."""
     rec = {"method": method, "scenario": split.scenario, "trial": split.trial,
            "split_hash": split.hash, **{k: res[k] for k in ("UA", "MIA", "MIA_loss", "RA", "TA")},
            "seconds": seconds, "device": device_name(data.device), "config_hash": key,
-           "git_sha": git_sha(), "profile": profile.name, "dataset": data.name}
+           "git_sha": git_sha(), "profile": profile.name, "dataset": data.name, **extra}
     write_json(_records_dir() / f"{key}.json", rec)
     return rec
 
@@ -103,6 +106,10 @@ def run_study(profile: Profile, data: ImageData, original: nn.Module, scenario: 
     """Every (method, trial) record of one scenario (cached/resumed), as a tidy DataFrame."""
     trials = list(range(profile.trials)) if trials is None else list(trials)
     split_list = [splits.for_trial(data, scenario, t, profile.percent) for t in trials]
+    for s in split_list:  # every method and anyone outside can rebuild exactly these sets
+        path = cache_dir() / "manifests" / f"{data.name}-{s.name}-{s.hash}.json"
+        if not path.exists():
+            write_json(path, s.manifest())
     mia = metrics.MIAConfig()
     rows = []
     for method in tqdm(methods, desc=f"{scenario} study", disable=not progress):
@@ -112,19 +119,19 @@ def run_study(profile: Profile, data: ImageData, original: nn.Module, scenario: 
 
 def _method_records(method, profile, data, original, split_list, mia, progress) -> list[dict]:
     keys = [record_key(profile, data, original, method, s) for s in split_list]
-    done = {k: r for k in keys if (r := _read(k)) is not None}
+    done = {k: r for k in keys if (r := read_record(k)) is not None}
     todo = [(k, s) for k, s in zip(keys, split_list) if k not in done]
     if method == "fv" and todo:
         with timer(data.device) as t:
             vectors = forget_vectors(original, data, [s for _, s in todo], profile, progress)
         for (k, s), fv in zip(todo, vectors):
             res = metrics.evaluate(original, data, s, fv.delta, mia, batch_size=profile.eval_batch_size)
-            done[k] = _record(method, s, res, fv.meta.get("seconds", t["seconds"] / len(todo)),
+            done[k] = write_record(method, s, res, fv.meta.get("seconds", t["seconds"] / len(todo)),
                               k, profile, data)
     for k, s in (todo if method != "fv" else []):
         model, seconds, _ = unlearned_model(method, original, data, s, profile)
         res = metrics.evaluate(model, data, s, None, mia, batch_size=profile.eval_batch_size)
-        done[k] = _record(method, s, res, seconds, k, profile, data)
+        done[k] = write_record(method, s, res, seconds, k, profile, data)
     return [done[k] for k in keys]
 
 

@@ -49,9 +49,9 @@ class UnlearnConfig:
     salun_epochs: int = 10            # SalUn epochs of masked RL [SAL README]
     salun_sparsity: float = 0.5       # fraction of weights KEPT trainable (top |grad|) [SAL with_0.5.pt]
     salun_leaky: bool = False         # True: mask gradients only, so wd/momentum still move masked
-    #                                   weights (the SAL/US leak); False: masked weights frozen (SAL HEAD)
-    scrub_lr: float = 5e-4            # SCRUB learning rate [SCRUB sgda_learning_rate, D7]
-    scrub_epochs: int = 3             # SCRUB epochs [SCRUB sgda_epochs 3; D7 3-5; Table A1 ≈ 2-3 FT epochs]
+    #                                   weights (earlier SAL); False: masked weights frozen (SAL HEAD)
+    scrub_lr: float = 5e-4            # SCRUB learning rate [sgda_lr declared in FV SCRUB.py, D7]
+    scrub_epochs: int = 3             # SCRUB epochs [3 declared in FV SCRUB.py; D7 3-5; Table A1 runtime]
     scrub_msteps: int = 2             # SCRUB: epochs that start with a max-step on D_f [FV/SCRUB default]
     scrub_T: float = 4.0              # SCRUB distillation temperature [SCRUB DistillKL]
     scrub_gamma: float = 0.99         # SCRUB min-step CE weight [FV/SCRUB]

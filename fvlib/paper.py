@@ -1,0 +1,54 @@
+"""The paper's published numbers (fvlib/paper_results.json) and side-by-side comparisons."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fvlib import metrics
+from fvlib.study import LABELS
+
+PATH = Path(__file__).with_name("paper_results.json")
+
+
+@lru_cache(maxsize=1)
+def results() -> dict:
+    """All transcribed tables (values in %, [mean, std])."""
+    return json.loads(PATH.read_text())
+
+
+def paper_dataset(dataset: str) -> str:
+    """The paper's dataset a run is compared with (digits smoke runs compare with CIFAR-10)."""
+    return "imagenet10" if dataset == "imagenet10" else "cifar10"
+
+
+def table1_means(dataset: str, scenario: str) -> pd.DataFrame:
+    """Table 1 means (%) as method x metric."""
+    t = results()["table1"][paper_dataset(dataset)][scenario]
+    return pd.DataFrame({m: {k: v[0] for k, v in r.items()} for m, r in t.items()}).T
+
+
+def compare(summary: pd.DataFrame, dataset: str, scenario: str) -> pd.DataFrame:
+    """Per method and metric: fvlib mean, paper mean, difference; Avg.Gap both recomputed."""
+    paper = table1_means(dataset, scenario)
+    ours = summary["mean"]
+    rows = {}
+    for m in ours.index:
+        row = {}
+        for k in metrics.METRICS:
+            p = paper.loc[m, k] if m in paper.index else np.nan
+            row[(k, "fvlib")], row[(k, "paper")] = round(ours.loc[m, k], 2), p
+            row[(k, "Δ")] = round(ours.loc[m, k] - p, 2)
+        if "retrain" in paper.index and m in paper.index:
+            row[("Avg.Gap", "paper")] = round(metrics.avg_gap(paper.loc[m].to_dict(),
+                                                              paper.loc["retrain"].to_dict()), 2)
+        if ("gap", "Avg.Gap") in summary.columns:
+            row[("Avg.Gap", "fvlib")] = round(summary.loc[m, ("gap", "Avg.Gap")], 2)
+        rows[LABELS.get(m, m)] = row
+    out = pd.DataFrame(rows).T
+    out.columns = [f"{a} {b}" for a, b in out.columns]
+    out.index.name = "method"
+    return out
