@@ -46,6 +46,9 @@ def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int =
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    timings = run_all(args[0] if args else "smoke", args[1] if len(args) > 1 and args[1] else None)
+    name = args[0] if args else "smoke"
+    timings = run_all(name, args[1] if len(args) > 1 and args[1] else None)
+    from fvlib.report import build
+    print(f"[fvlib.run] report: {build(name, timings)}")
     print(f"[fvlib.run] all {len(timings)} notebooks done in "
           f"{sum(t['seconds'] for t in timings):.0f} s")
