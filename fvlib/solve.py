@@ -127,15 +127,15 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
                 z = model(xk.flatten(0, 1)).float().view(len(delta), len(y), -1)
             loss, parts = batch_loss(z, y, prob.forget[:, bidx], _norm(prob.params, squared),
                                      prob.betas, cfg)
-            if not torch.isfinite(loss).all():
-                raise FloatingPointError(
-                    f"forget-vector loss became {loss.detach().cpu().tolist()} at epoch {epoch + 1}; "
-                    f"lower lr (now {cfg.lr}) or the loss weights, or check the input data.")
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()                                    # problems are independent
             opt.step()
             sums = {k: v.detach() + (sums[k] if sums else 0) for k, v in parts.items()}
         sched.step()
+        if not torch.isfinite(sums["loss"]).all():  # checked per epoch: no host sync per step
+            raise FloatingPointError(
+                f"forget-vector loss became {sums['loss'].cpu().tolist()} in epoch {epoch + 1}; "
+                f"lower lr (now {cfg.lr}) or the loss weights, or check the input data.")
         log.append(_epoch_row(epoch, sums, prob, opt))
     return log
 
