@@ -5,6 +5,7 @@ Writes benchmarks/results/train_speed-<profile>-<device>.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -20,7 +21,7 @@ from fvlib.runtime import pick_device
 def main(profile_name: str, epochs: int | None) -> dict:
     profile = config.get_profile(profile_name)
     if epochs:
-        profile = profile.replace(train=profile.train.__class__(**{**profile.train.__dict__, "epochs": epochs}))
+        profile = profile.replace(train=dataclasses.replace(profile.train, epochs=epochs))
     data = config.load_data(profile)
     torch.manual_seed(profile.train.seed)
     model = models.build(profile.model, data.num_classes, data.spec.mean, data.spec.std)

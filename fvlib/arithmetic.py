@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from fvlib import metrics, splits
@@ -46,11 +45,6 @@ def nearest_cell(w: np.ndarray, weights=GRID) -> tuple[int, int]:
     """Grid cell closest to optimised weights (w1, w2) (for marking the star)."""
     grid = np.asarray(weights)
     return int(np.abs(grid - w[0]).argmin()), int(np.abs(grid - w[1]).argmin())
-
-
-def stack_deltas(vectors: list[ForgetVector]) -> torch.Tensor:
-    """(K, 3, H, W) of the vectors (for plotting δ images)."""
-    return torch.stack([v.delta for v in vectors])
 
 
 def cu_fv_records(profile, data: ImageData, original: nn.Module, trials=None,

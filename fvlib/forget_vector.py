@@ -26,8 +26,8 @@ class ForgetVector:
         if delta.dim() != 3 or delta.shape[0] != 3:
             raise ForgetVectorError(f"δ must have shape (3, H, W), got {tuple(delta.shape)}")
         self.delta = delta.detach().float()
-        self.meta = {"fvlib": __version__, "image_shape": list(delta.shape), **(meta or {})}
-        self.meta["image_shape"] = list(delta.shape)
+        # image_shape always reflects the tensor, whatever the given metadata says
+        self.meta = {"fvlib": __version__, **(meta or {}), "image_shape": list(delta.shape)}
 
     # ------------------------------------------------------------------ arithmetic
     def _check(self, other: "ForgetVector") -> None:

@@ -51,20 +51,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Te
     return (logits(model, x, delta, **kw).argmax(1) == y).float().mean().item()
 
 
-def true_prob(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              delta: torch.Tensor | None = None, **kw) -> torch.Tensor:
-    """Softmax probability of the true label (N,): the MIA 'confidence' feature (§6)."""
-    if len(y) == 0:
-        return torch.empty(0, device=x.device)
-    return logits(model, x, delta, **kw).softmax(1).gather(1, y[:, None]).squeeze(1)
-
-
-def true_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              delta: torch.Tensor | None = None, **kw) -> torch.Tensor:
-    """Per-sample cross-entropy (N,) of the true label."""
-    return nn.functional.cross_entropy(logits(model, x, delta, **kw), y, reduction="none")
-
-
 @dataclasses.dataclass(frozen=True)
 class MIAConfig:
     """SVC membership attack of the authors' code (§6)."""
