@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= smoke
 DATA_ROOT ?=
+ONLY ?=
+TIMEOUT ?=
 
 .PHONY: install run test test-unit test-notebooks bench clean-smoke
 
@@ -16,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Every notebook in order under PROFILE (default smoke, embedded data); executed copies in runs/.
+# Optional: DATA_ROOT=path (relative to this folder), ONLY="00 02" (prefixes), TIMEOUT=s per cell.
 run: install
-	$(BIN)/python -m fvlib.run $(PROFILE) $(DATA_ROOT)
+	$(BIN)/python -m fvlib.run $(PROFILE) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") \
+		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(ONLY),--only $(ONLY))
 
 # Unit tests, then every notebook under nbval-lax in smoke mode (CI=1 forces the smoke profile).
 test: install test-unit test-notebooks

@@ -1,8 +1,17 @@
 """fvlib: forget vectors (universal input perturbations) for machine unlearning, reproduced."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from fvlib.runtime import seed_everything, pick_device  # noqa: E402
+__all__ = ["__version__", "seed_everything", "pick_device", "setup"]
 
-__all__ = ["__version__", "seed_everything", "pick_device"]
+
+def __getattr__(name: str):
+    """Lazy top-level helpers, so worker processes that import fvlib.mia never load torch."""
+    if name in ("seed_everything", "pick_device"):
+        from fvlib import runtime
+        return getattr(runtime, name)
+    if name == "setup":
+        from fvlib.experiment import setup
+        return setup
+    raise AttributeError(f"module 'fvlib' has no attribute {name!r}")

@@ -61,7 +61,7 @@ AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     "none": identity,
 }
 
-# Training view per dataset (reference notes §1.1-1.2).
+# Training view per dataset (docs/protocol.md P1.1-P1.2).
 DEFAULT_AUGMENT = {"cifar10": "crop_flip", "imagenet10": "resized_crop_flip", "digits": "shift"}
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import stat
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from fvlib import __version__
-from fvlib.paths import cache_dir
+from fvlib.paths import NotWritableError, cache_dir, ensure_writable  # noqa: F401 (re-exported)
 from fvlib.provenance import to_jsonable
 
 
@@ -31,17 +33,24 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _new_temp(folder: Path, name: str) -> tuple[Path, int]:
+    """Create an empty temp file in folder -> (path, its mode: 0666 & ~umask, unlike mkstemp's 0600)."""
+    tmp = folder / f".{name}.{secrets.token_hex(8)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp, stat.S_IMODE(tmp.stat().st_mode)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temp file in the same folder, then rename over path (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp, mode = _new_temp(path.parent, path.name)
     try:
-        write(Path(tmp))
+        write(tmp)
+        os.chmod(tmp, mode)  # some writers (safetensors) replace tmp with their own 0600 file
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -58,17 +67,53 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None
     atomic_write(path, lambda p: save_file(flat, str(p), metadata=header))
 
 
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a safetensors file written by save_tensors -> (tensors, meta); clear error if corrupt."""
-    from safetensors import safe_open
+def _check_readable(path: Path) -> None:
+    """Open path ourselves: safetensors reports unreadable files as 'No such file or directory'."""
     try:
-        tensors = load_file(str(path))
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as err:
+        raise PermissionError(f"permission denied reading {path}; fix its permissions or "
+                              "ownership (chmod/chown), or run as its owner") from err
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file written by save_tensors -> (tensors, meta); clear error if unreadable."""
+    from safetensors import safe_open
+    _check_readable(Path(path))  # OS errors (permission, missing, a folder) surface as themselves
+    try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises several types for truncated/foreign files
         raise ValueError(f"{path} is not a readable fvlib safetensors file ({err}); "
                          "delete it and recompute, or re-copy it from its source.") from err
     return tensors, meta
+
+
+def _unusable(path: Path, reason: str) -> None:
+    """Warn that a record file is ignored; returns None so callers recompute it."""
+    warnings.warn(f"{path}: {reason}; ignoring it, so the record is recomputed", stacklevel=3)
+
+
+def read_json(path: Path, required: Sequence[str] = ()) -> dict | None:
+    """The JSON object at path, or None if missing (silently) or unusable (with a warning)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data.strip():
+        return _unusable(path, "empty file")
+    try:
+        obj = json.loads(data)
+    except ValueError as err:  # JSONDecodeError (truncated) and UnicodeDecodeError (binary junk)
+        return _unusable(path, f"invalid JSON ({err})")
+    if not isinstance(obj, dict):
+        return _unusable(path, f"not a JSON object (a {type(obj).__name__})")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        return _unusable(path, f"missing key(s) {', '.join(missing)}")
+    return obj
 
 
 def cached_tensors(name: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict]]
@@ -78,6 +123,7 @@ def cached_tensors(name: str, key: str, compute: Callable[[], tuple[dict[str, to
     if path.exists():
         tensors, meta = load_tensors(path)
         return tensors, meta, True
+    ensure_writable(path.parent, "FVLIB_CACHE")  # fail now, not after a long compute()
     tensors, meta = compute()
     save_tensors(path, tensors, meta)
     return tensors, meta, False

@@ -1,16 +1,20 @@
-"""Grad-CAM saliency with and without a forget vector (paper Figs. 4-5, reference notes §9).
+"""Grad-CAM saliency of unlearned systems (paper Figs. 4-5, A4-A5; docs/protocol.md P9.2).
 
-pytorch-grad-cam's GradCAM on `models.CAM_LAYERS[arch]`; a forget vector δ enters through a
-wrapper, so the map is that of x + δ (the input the unlearned model really sees). Target = the
-predicted class unless given. Maps are (N, H, W) float32 in [0, 1] on the CPU.
+Every function takes *systems* (nn.Modules mapping [0, 1] pixels to logits): θ_o, a baseline's
+model, or `fv.wrap(θ_o)` for a forget vector. pytorch-grad-cam's GradCAM runs on the whole system,
+so a forget vector's δ is part of the forward and backward pass and the map is that of x + δ, the
+input θ_o really sees. The target layer is `models.CAM_LAYERS[arch]` of the weights-bearing model
+(`forget_vector.unwrap`). Target = the predicted class unless given. Maps are (N, H, W) float32 in
+[0, 1] on the CPU. Also here: which images to show (`pick_images`) and the saliency-shift number
+fvlib adds to the paper's qualitative figures (1 − cosine to the original model's map).
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from pytorch_grad_cam import GradCAM
@@ -19,48 +23,17 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.nn import functional as F
 
-from fvlib.data import to_float
-from fvlib.models import CAM_LAYERS
+from fvlib import metrics
+from fvlib.data import ImageData, to_float
+from fvlib.forget_vector import shown, unwrap
+from fvlib.models import CAM_LAYERS, frozen
+from fvlib.runtime import generator
 
 Targets = int | Sequence[int] | torch.Tensor | None
-Method = tuple[nn.Module, torch.Tensor | None]
 
 
-class _AddDelta(nn.Module):
-    """model(x + δ): δ acts as a first layer, so Grad-CAM's forward and backward see x + δ."""
-
-    def __init__(self, model: nn.Module, delta: torch.Tensor | None, clamp: bool):
-        super().__init__()
-        self.model, self.clamp = model, clamp
-        self.register_buffer("delta", delta, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.delta is not None:
-            x = x + self.delta
-            x = x.clamp(0, 1) if self.clamp else x
-        return self.model(x)
-
-
-@contextlib.contextmanager
-def _inference_state(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters inside; each module's mode, requires_grad and .grad restored."""
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    model.eval()  # BN running statistics, as at evaluation time
-    for p, _, _ in params:
-        p.requires_grad_(False)  # the graph runs through the input only: no parameter gradients
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag, grad in params:  # GradCAM calls zero_grad(), which drops .grad: put it back
-            p.requires_grad_(flag)
-            p.grad = grad
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _device(system: nn.Module) -> torch.device:
+    return next(system.parameters()).device
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -79,23 +52,25 @@ def _targets(targets: Targets, n: int) -> list[ClassifierOutputTarget] | None:
     return [ClassifierOutputTarget(c) for c in classes]
 
 
-def cam_and_logits(model: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
-                   delta: torch.Tensor | None = None, clamp: bool = False,
+def cam_and_logits(system: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM maps (N, H, W) in [0, 1] and the float32 logits (N, C) of the same forward pass."""
-    xf = _as_float(x).to(_device(model))
+    """Grad-CAM maps (N, H, W) in [0, 1] and the float32 logits (N, C) of the same forward pass.
+
+    x: uint8 (N, H, W, 3) or float (N, 3, H, W) in [0, 1]; the system adds its δ (if any) itself.
+    """
+    xf = _as_float(x).to(_device(system))
     n, (h, w) = len(xf), xf.shape[-2:]
     if n == 0:
         return torch.zeros(0, h, w), torch.zeros(0, 0)
-    d = None if delta is None else delta.detach().to(xf.device, torch.float32)
     tg = _targets(targets, n)
+    layer = CAM_LAYERS[arch](unwrap(system))
     maps, logits = [], []
-    layer = CAM_LAYERS[arch](model)
-    # enable_grad: callers are often under no_grad; the context manager releases GradCAM's hooks.
-    with _inference_state(model), torch.enable_grad(), \
-            GradCAM(model=_AddDelta(model, d, clamp), target_layers=[layer]) as cam:
+    # frozen: eval mode (BN running statistics) and no parameter gradients; every module's mode,
+    # flag and .grad come back afterwards. enable_grad: callers are often under no_grad. The
+    # GradCAM context manager releases its hooks.
+    with frozen(system), torch.enable_grad(), GradCAM(model=system, target_layers=[layer]) as cam:
         for i in range(0, n, batch_size):
-            # A leaf requiring grad keeps a graph alive even when every parameter is frozen.
+            # a leaf requiring grad keeps a graph alive although every parameter is frozen
             chunk = xf[i:i + batch_size].detach().clone().requires_grad_(True)
             maps.append(torch.from_numpy(cam(chunk, None if tg is None else tg[i:i + batch_size])))
             logits.append(cam.outputs.detach().float().cpu())
@@ -104,21 +79,18 @@ def cam_and_logits(model: nn.Module, x: torch.Tensor, arch: str, targets: Target
     return torch.cat(maps).clamp_(0, 1), torch.cat(logits)
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
-            delta: torch.Tensor | None = None, clamp: bool = False,
+def gradcam(system: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
             batch_size: int = 64) -> torch.Tensor:
-    """Grad-CAM maps (N, H, W) float32 in [0, 1] of model(x + δ) for uint8 (N,H,W,3) or float x."""
-    return cam_and_logits(model, x, arch, targets, delta, clamp, batch_size)[0]
+    """Grad-CAM maps (N, H, W) float32 in [0, 1] of a system on uint8 (N,H,W,3) or float x."""
+    return cam_and_logits(system, x, arch, targets, batch_size)[0]
 
 
 @torch.no_grad()
-def predictions(model: nn.Module, x: torch.Tensor, delta: torch.Tensor | None = None,
-                clamp: bool = False, batch_size: int = 256) -> torch.Tensor:
-    """Predicted classes (N,) int64 on the CPU of model(x + δ), float32 like the CAM's forward."""
-    xf = _as_float(x).to(_device(model))
-    wrapped = _AddDelta(model, None if delta is None else delta.to(xf.device, torch.float32), clamp)
-    with _inference_state(model):
-        out = [wrapped(c).argmax(1).cpu() for c in xf.split(batch_size)]
+def predictions(system: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Predicted classes (N,) int64 on the CPU, from a float32 forward like the CAM's."""
+    xf = _as_float(x).to(_device(system))
+    with frozen(system):
+        out = [system(c).argmax(1).cpu() for c in xf.split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -153,18 +125,15 @@ def shift_summary(maps: dict[str, torch.Tensor], reference: str | None = None) -
     return {name: float(saliency_shift(m, ref).mean()) for name, m in maps.items()}
 
 
-def _shown(images: torch.Tensor, delta: torch.Tensor | None) -> np.ndarray:
-    """What the model sees, for display: uint8 (N, H, W, 3) + δ -> float (N, H, W, 3) in [0, 1]."""
-    x = to_float(images.cpu())
-    if delta is not None:
-        x = x + delta.detach().float().cpu()
-    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+def _display(system: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """What the system's model sees, for display: (N, H, W, 3) float in [0, 1] (x + δ clipped)."""
+    x = shown(system, _as_float(images).to(_device(system)))
+    return x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def panel(images: torch.Tensor, methods: dict[str, Method], arch: str, labels: torch.Tensor,
-          classes: Sequence[str], display_size: int = 128, clamp: bool = False,
-          cell_inches: float = 1.6) -> tuple[Figure, dict]:
-    """Figs. 4-5 grid: rows = uint8 images (N, H, W, 3), columns = methods (name -> (model, δ)).
+def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels: torch.Tensor,
+          classes: Sequence[str], display_size: int = 128, cell_inches: float = 1.6) -> tuple[Figure, dict]:
+    """Figs. 4-5 grid: rows = uint8 images (N, H, W, 3), columns = methods (name -> system).
 
     Each cell overlays the Grad-CAM (target = predicted class) on the input the model sees (x + δ
     for a forget vector), titled with the prediction and ✓ (= true label) or ✗ (forgotten).
@@ -173,8 +142,7 @@ def panel(images: torch.Tensor, methods: dict[str, Method], arch: str, labels: t
     y = [int(v) for v in torch.as_tensor(labels).cpu().flatten().tolist()]
     if len(y) != len(images) or not y or not methods:
         raise ValueError(f"need >= 1 method and matching images/labels, got {len(images)}/{len(y)}")
-    results = {name: cam_and_logits(model, images, arch, None, delta, clamp)
-               for name, (model, delta) in methods.items()}
+    results = {name: cam_and_logits(system, images, arch) for name, system in methods.items()}
     ref_name = next(iter(results))
     fig = Figure(figsize=(cell_inches * len(methods), cell_inches * len(y) + 0.4), layout="constrained")
     axes = fig.subplots(len(y), len(methods), squeeze=False)
@@ -184,9 +152,9 @@ def panel(images: torch.Tensor, methods: dict[str, Method], arch: str, labels: t
         preds = logits.argmax(1).tolist()
         correct = [p == t for p, t in zip(preds, y)]
         shift = saliency_shift(maps, results[ref_name][0]).tolist()
-        shown = _shown(images, methods[name][1])
+        seen = _display(methods[name], images)
         for i, ax in enumerate(axes[:, j]):
-            ax.imshow(overlay(shown[i], maps[i], display_size))
+            ax.imshow(overlay(seen[i], maps[i], display_size))
             ax.set_xticks([])
             ax.set_yticks([])
             title = f"{classes[preds[i]]} {'✓' if correct[i] else '✗'}"
@@ -199,3 +167,57 @@ def panel(images: torch.Tensor, methods: dict[str, Method], arch: str, labels: t
             "correct": correct, "accuracy": sum(correct) / len(y),
             "saliency_shift": shift, "mean_saliency_shift": sum(shift) / len(y)}
     return fig, numbers
+
+
+def pick_images(data: ImageData, mask: torch.Tensor, n: int, seed: int = 0,
+                spread_classes: bool = False, system: nn.Module | None = None) -> torch.Tensor:
+    """n training-image indices (CPU int64) drawn at random from mask (N_train,) bool.
+
+    spread_classes: round-robin over the classes present (Fig. 5 shows retain images of different
+    classes). system: prefer images it classifies correctly (so θ_o's ✓ is the starting point);
+    misclassified ones are used only if too few are correct.
+    """
+    idx = mask.nonzero().flatten().cpu()
+    idx = idx[torch.randperm(len(idx), generator=generator(seed, "gradcam-images"))]
+    if system is not None and len(idx):
+        with frozen(system):  # metrics.logits leaves the system in eval mode; frozen restores it
+            pred = metrics.logits(system, data.train_x[idx.to(data.device)]).argmax(1).cpu()
+        ok = pred == data.train_y[idx.to(data.device)].cpu()
+        idx = torch.cat([idx[ok], idx[~ok]])  # stable: keeps the random order within each group
+    if spread_classes:
+        y = data.train_y[idx.to(data.device)].cpu()
+        queues = {c: idx[y == c].tolist() for c in dict.fromkeys(y.tolist())}
+        picked: list[int] = []
+        while len(picked) < min(n, len(idx)):
+            for q in queues.values():
+                if q and len(picked) < n:
+                    picked.append(q.pop(0))
+        return torch.tensor(picked, dtype=torch.long)
+    return idx[:n].clone()
+
+
+def saliency_shift_table(methods: dict[str, nn.Module],
+                         image_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], arch: str,
+                         reference: str | None = None, batch_size: int = 64) -> pd.DataFrame:
+    """Mean Grad-CAM shift (1 − cosine vs the reference method's map; default: the first method).
+
+    methods: name -> system, as `panel`; image_sets: set name (e.g. "forget", "retain") -> (uint8
+    images (N, H, W, 3), labels (N,)). Target = each method's predicted class. Returns one row per
+    method with, for each set S: shift_S (mean), shift_S_std, acc_S (share of predictions equal to
+    the label: low on forget images = forgotten) and n_S.
+    """
+    ref = reference if reference is not None else next(iter(methods))
+    if ref not in methods:
+        raise ValueError(f"reference {ref!r} is not one of the methods {list(methods)}")
+    table = pd.DataFrame(index=pd.Index(list(methods), name="method"))
+    for set_name, (images, labels) in image_sets.items():
+        y = torch.as_tensor(labels).cpu()
+        out = {name: cam_and_logits(system, images, arch, None, batch_size)
+               for name, system in methods.items()}
+        for name, (maps, logits) in out.items():
+            shift = saliency_shift(maps, out[ref][0])
+            table.loc[name, f"shift_{set_name}"] = float(shift.mean())
+            table.loc[name, f"shift_{set_name}_std"] = float(shift.std(unbiased=False))
+            table.loc[name, f"acc_{set_name}"] = float((logits.argmax(1) == y).float().mean())
+        table[f"n_{set_name}"] = len(y)
+    return table

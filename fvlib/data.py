@@ -3,33 +3,61 @@
 A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three sources:
 `digits` (scikit-learn's bundled 8x8 digits, the embedded default), `cifar10` (torchvision, an
 image-folder tree or a .tar/.tar.xz archive) and `imagenet10` (an image-folder tree or archive with
-train/ and val/). Decoded arrays are cached in data/cache/ keyed by the source's sha256.
+train/ and val/). Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an
+archive's sha256; a folder's file names, sizes and mtimes) and the decode settings. Decoding itself
+(Pillow, process pool, archive streaming) lives in fvlib.decode.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
+import lzma
 import tarfile
+import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from fvlib import decode
 from fvlib.cache import cached_tensors, config_hash, file_sha256
 from fvlib.paths import data_dir, shared_data_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
+# Part of the cache key: bump when decoding changes the pixels of an unchanged source
+# (2: 16-bit PNGs scaled instead of clipped, images in class sub-folders kept).
+DECODE_VERSION = 2
 
 
 class DataError(ValueError):
-    """Unusable data input; the message names the path and the fix."""
+    """Unusable data input; the message names the path, the problem and the fix."""
+
+
+class DataNotFound(DataError):
+    """No usable source at the given root or in the default places."""
+
+
+class CorruptArchive(DataError):
+    """A .tar/.tar.xz/... file that cannot be read to its end."""
+
+
+class LayoutError(DataError):
+    """Images missing from train/<class>/ or test/<class>/, or class folders that differ."""
+
+
+class UndecodableImage(DataError):
+    """One image file that Pillow cannot decode."""
+
+
+class MixedImageSizes(DataError):
+    """Images of different sizes and no image_size to bring them to one."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Static facts of one dataset: normalisation (reference notes §1.3) and split folder names."""
+    """Static facts of one dataset: normalisation (docs/protocol.md P1.3) and split folder names."""
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     test_folders: tuple[str, ...]
@@ -53,7 +81,7 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
-    fingerprint: str  # sha256-derived key of the source and decode settings
+    fingerprint: str  # key of the source's fingerprint and the decode settings
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +120,14 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def batch_indices(idx: torch.Tensor, batch_size: int, g: torch.Generator,
+                  shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Yield index batches (on idx's device) over idx, shuffled with g; the last batch may be short."""
+    if shuffle:
+        idx = idx[torch.randperm(len(idx), generator=g, device=g.device).to(idx.device)]
+    yield from idx.split(batch_size)
+
+
 # ----------------------------------------------------------------------------- public entry point
 
 def load(name: str, root: str | Path | None = None, image_size: int | None = None,
@@ -111,7 +147,7 @@ def load(name: str, root: str | Path | None = None, image_size: int | None = Non
         return _assemble(name, arrays, classes, fp, device)
     size = image_size or (None if name == "imagenet10" else DATASETS[name].default_size)
     source = _resolve_source(name, root, download)
-    fp = config_hash(name, _source_fingerprint(source), size, resize)
+    fp = config_hash(name, _source_fingerprint(source), size, resize, DECODE_VERSION)
     tensors, meta, _ = cached_tensors(f"data-{name}", fp, lambda: _decode(name, source, size, resize))
     arrays = (tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"])
     return _assemble(name, arrays, meta["classes"], fp, device)
@@ -157,7 +193,7 @@ def _candidates(name: str) -> list[Path]:
 
 def _usable(name: str, path: Path) -> bool:
     if path.is_file():
-        return path.name.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz"))
+        return path.name.lower().endswith(ARCHIVE_SUFFIXES)
     if not path.is_dir():
         return False
     if name == "cifar10" and (path.name == "cifar-10-batches-py" or (path / "cifar-10-batches-py").is_dir()):
@@ -173,13 +209,16 @@ def _resolve_source(name: str, root, download: bool) -> Path:
         for train in (True, False):
             torchvision.datasets.CIFAR10(str(target), train=train, download=True)
         return target / "cifar-10-batches-py"
+    if root is not None and Path(root).is_file() and not _usable(name, Path(root)):
+        raise DataNotFound(f"root {root} is a file but not a tar archive ({', '.join(ARCHIVE_SUFFIXES)}); "
+                           "pass the archive, or the folder that holds train/ and the test split.")
     looked = [Path(root)] if root is not None else _candidates(name)
     for path in looked:
         if path.exists() and _usable(name, path):
             return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
     where = "\n  ".join(str(p) for p in looked)
     split = "train/<class>/* and test/<class>/*" if name == "cifar10" else "train/<wnid>/* and val/<wnid>/*"
-    raise DataError(
+    raise DataNotFound(
         f"no usable {name} data; looked in:\n  {where}\nGet data one of three ways: "
         f"(1) cifar10 only: load('cifar10', download=True) when online (torchvision); "
         f"(2) an image-folder tree with {split}, passed as root or placed at {data_dir() / name}; "
@@ -187,34 +226,43 @@ def _resolve_source(name: str, root, download: bool) -> Path:
 
 
 def _source_fingerprint(source: Path) -> str:
-    """sha256 of an archive's bytes; for a folder, of its sorted file list with sizes."""
+    """sha256 of an archive's bytes; for a folder, of every file's relative name, size and mtime.
+
+    mtime_ns catches an image edited in place at the same size, without reading every file.
+    """
     if source.is_file():
         return file_sha256(source)
     h = hashlib.sha256()
     for p in sorted(source.rglob("*")):
         if p.is_file():
-            h.update(f"{p.relative_to(source)}:{p.stat().st_size}\n".encode())
+            st = p.stat()
+            h.update(f"{p.relative_to(source)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- decoding
 
 def _decode(name: str, source: Path, size: int | None, resize: int | None):
-    """Decode a source into uint8 arrays -> ({train_x, train_y, test_x, test_y}, {classes})."""
+    """Decode a source into uint8 arrays -> ({train_x (N,H,W,3), train_y (N,), test_...}, {classes})."""
     if source.is_dir() and source.name == "cifar-10-batches-py":
         return _decode_torchvision(source.parent)
+    tests = DATASETS[name].test_folders
     entries = _archive_entries(source) if source.is_file() else _folder_entries(source)
-    splits = _group(name, source, entries)
+    wanted = ((m, payload) for m, payload in entries if _split_class(m, tests))
+    try:  # a pool decodes while the archive is still being read
+        images = decode.decode_images(wanted, size, resize)
+    except decode.ImageDecodeError as err:
+        raise UndecodableImage(f"cannot decode image {err.member!r} in {source}: {err.reason}. "
+                               "Remove or replace that file and load again.") from None
+    splits = _group(source, images, tests)
     classes = sorted(splits["train"])
+    order = {key: [(m, label) for label, c in enumerate(classes) for m in splits[key][c]]
+             for key in ("train", "test")}
+    _check_one_size(name, source, images, [m for key in order for m, _ in order[key]])
     out = {}
-    for key, split in (("train", "train"), ("test", "test")):
-        xs, ys = [], []
-        for label, cls in enumerate(classes):
-            for member, read in splits[split][cls]:
-                xs.append(_decode_image(read(), member, source, size, resize))
-                ys.append(label)
-        out[f"{key}_x"] = torch.from_numpy(np.stack(xs))
-        out[f"{key}_y"] = torch.tensor(ys, dtype=torch.int64)
+    for key, members in order.items():
+        out[f"{key}_x"] = torch.from_numpy(np.stack([images[m] for m, _ in members]))
+        out[f"{key}_y"] = torch.tensor([label for _, label in members], dtype=torch.int64)
     return out, {"classes": classes, "source": str(source)}
 
 
@@ -227,63 +275,68 @@ def _decode_torchvision(root: Path):
     return out, {"classes": list(tr.classes), "source": str(root)}
 
 
-def _archive_entries(path: Path) -> Iterable[tuple[str, callable]]:
-    """(member name, read-bytes thunk) for every image file in a tar archive (read fully once)."""
+def _archive_entries(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(member name, bytes) of every image file in a tar archive, read in one streaming pass."""
     try:
-        with tarfile.open(path, "r:*") as tar:
-            blobs = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()
-                     if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES)]
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataError(f"cannot open archive {path}: {err}. The file is corrupt or not a tar "
-                        f"archive; re-copy it (e.g. from ../shared/data) or pass an image folder.") from err
-    return [(name, (lambda b=blob: b)) for name, blob in blobs]
+        for member, blob in decode.tar_files(path):
+            if member.lower().endswith(IMAGE_SUFFIXES):
+                yield member, blob
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as err:
+        raise CorruptArchive(f"cannot open archive {path}: {type(err).__name__}: {err}. The file is "
+                             "corrupt, truncated or not a tar archive; re-copy it (e.g. from "
+                             "../shared/data) or pass an image folder.") from err
 
 
-def _folder_entries(path: Path) -> Iterable[tuple[str, callable]]:
-    return [(str(p.relative_to(path)), (lambda p=p: p.read_bytes())) for p in sorted(path.rglob("*"))
+def _folder_entries(path: Path) -> list[tuple[str, Path]]:
+    """(relative posix name, file) of every image file under path; workers read the files themselves."""
+    return [(p.relative_to(path).as_posix(), p) for p in sorted(path.rglob("*"))
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def _group(name: str, source: Path, entries) -> dict[str, dict[str, list]]:
-    """Group entries into {'train'|'test': {class: [(member, read), ...]}} sorted by member name."""
-    test_names = DATASETS[name].test_folders
-    splits: dict[str, dict[str, list]] = {"train": {}, "test": {}}
-    for member, read in entries:
-        parts = Path(member).parts
-        if len(parts) < 3:
-            continue
-        split, cls = parts[-3], parts[-2]
-        key = "train" if split == "train" else "test" if split in test_names else None
-        if key:
-            splits[key].setdefault(cls, []).append((member, read))
+def _split_class(member: str, test_names: tuple[str, ...]) -> tuple[str, str] | None:
+    """('train'|'test', class) of a member, or None when it is outside both splits.
+
+    As torchvision's ImageFolder: the class is the first folder below train/ (or a test folder), and
+    every image anywhere below it belongs to it. Leading folders (cifar10/train/...) are allowed;
+    hidden files and folders (.ipynb_checkpoints, macOS ._* files) are not images of the data set.
+    """
+    parts = [p for p in member.split("/") if p not in ("", ".")]  # not Path(): 0.4 s per 60k names
+    if any(p.startswith(".") and p != ".." for p in parts):
+        return None
+    for i, part in enumerate(parts[:-2]):  # a split folder needs a class folder and a file below
+        if part == "train" or part in test_names:
+            return ("train" if part == "train" else "test"), parts[i + 1]
+    return None
+
+
+def _group(source: Path, images: dict[str, np.ndarray], test_names: tuple[str, ...]
+           ) -> dict[str, dict[str, list[str]]]:
+    """Group member names into {'train'|'test': {class: [member, ...]}}, sorted by member name."""
+    splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
+    for member in sorted(images):
+        split, cls = _split_class(member, test_names)
+        splits[split].setdefault(cls, []).append(member)
+    tests = "|".join(test_names)
     if not splits["train"] or not splits["test"]:
-        raise DataError(f"{source} has no train/<class>/ and {'|'.join(test_names)}/<class>/ images; "
-                        "check the layout (see data/README.md).")
+        raise LayoutError(f"{source} has no images under train/<class>/ and {tests}/<class>/ (empty, "
+                          f"or another layout); arrange it as train/<class>/*.jpg and "
+                          f"{test_names[0]}/<class>/*.jpg (see data/README.md).")
     if set(splits["train"]) != set(splits["test"]):
         only_tr = sorted(set(splits["train"]) - set(splits["test"]))
         only_te = sorted(set(splits["test"]) - set(splits["train"]))
-        raise DataError(f"class folders differ between splits in {source}: only in train {only_tr}, "
-                        f"only in test {only_te}; every class needs a folder in both splits.")
-    for split in splits.values():
-        for members in split.values():
-            members.sort(key=lambda e: e[0])
+        raise LayoutError(f"class folders differ between splits in {source}: only in train {only_tr}, "
+                          f"only in {tests} {only_te}; every class needs a folder in both splits.")
     return splits
 
 
-def _decode_image(blob: bytes, member: str, source: Path, size: int | None,
-                  resize: int | None) -> np.ndarray:
-    """bytes -> (H, W, 3) uint8; square resize (aspect not kept, as the paper) then centre crop."""
-    from PIL import Image
-    try:
-        img = Image.open(io.BytesIO(blob)).convert("RGB")
-    except Exception as err:  # PIL raises many types for broken files
-        raise DataError(f"cannot decode image {member!r} in {source}: {err}. "
-                        "Remove or replace that file and load again.") from err
-    if resize:
-        img = img.resize((resize, resize), Image.BICUBIC)
-    if size and resize and resize > size:
-        off = (resize - size) // 2
-        img = img.crop((off, off, off + size, off + size))
-    elif size and img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
+def _check_one_size(name: str, source: Path, images: dict[str, np.ndarray], members: list[str]) -> None:
+    """Raise MixedImageSizes naming the first two members (in output order) whose (H, W) differ."""
+    first = members[0]
+    shape = images[first].shape
+    odd = next((m for m in members if images[m].shape != shape), None)
+    if odd is not None:
+        (h, w), (h2, w2) = shape[:2], images[odd].shape[:2]
+        raise MixedImageSizes(
+            f"images in {source} differ in size: {first!r} is {w}x{h} but {odd!r} is {w2}x{h2}; "
+            f"pass a target size, e.g. load({name!r}, root=..., image_size={min(h, w, h2, w2)}) "
+            "(square resize), or resize=R with image_size=N (resize, then centre crop).")

@@ -21,40 +21,41 @@ def style() -> None:
 
 
 def save(fig: plt.Figure, name: str, profile: str, numbers: Any, config: Any = None,
-         device=None, seconds: float | None = None) -> dict[str, Path]:
-    """Write <name>.png, .pdf and a .json sidecar (plotted numbers + provenance), atomically."""
+         device=None, seconds: float | None = None, **extra: Any) -> dict[str, Path]:
+    """Write <name>.png, .pdf and a .json sidecar (plotted numbers + provenance + extra), atomically."""
     out = figures_dir(profile)
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "json")}
     for ext in ("png", "pdf"):
         atomic_write(paths[ext], lambda p, e=ext: fig.savefig(p, format=e))
     write_json(paths["json"], {"name": name, "profile": profile, "numbers": numbers,
-                               "provenance": provenance(config, device, seconds=seconds)})
+                               "provenance": provenance(config, device, seconds=seconds, **extra)})
     return paths
 
 
 def save_table(frame, name: str, profile: str, config: Any = None, device=None,
-               numbers: Any = None, latex: bool = True) -> dict[str, Path]:
+               numbers: Any = None, latex: bool = True, **extra: Any) -> dict[str, Path]:
     """Write a pandas table as CSV + Markdown (+ LaTeX) + JSON sidecar with provenance."""
     out = figures_dir(profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "json": out / f"{name}.json"}
     atomic_write(paths["csv"], lambda p: frame.to_csv(p))
-    atomic_write(paths["md"], lambda p: p.write_text(_markdown(frame) + "\n"))
+    atomic_write(paths["md"], lambda p: p.write_text(markdown(frame.reset_index().to_dict("records")) + "\n"))
     if latex:
         paths["tex"] = out / f"{name}.tex"
         atomic_write(paths["tex"], lambda p: p.write_text(_latex(frame)))
     write_json(paths["json"], {"name": name, "profile": profile,
                                "table": frame.reset_index().to_dict(orient="records"),
-                               "numbers": numbers, "provenance": provenance(config, device)})
+                               "numbers": numbers, "provenance": provenance(config, device, **extra)})
     return paths
 
 
-def _markdown(frame) -> str:
-    """Markdown table without the optional 'tabulate' dependency."""
-    df = frame.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, rule, *rows])
+def markdown(rows: list[dict]) -> str:
+    """A Markdown table of records (list of dicts; columns from the first), without 'tabulate'."""
+    if not rows:
+        return "_empty_"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def _latex(frame) -> str:

@@ -1,12 +1,14 @@
-"""ForgetVector: δ plus metadata, with task-vector-style arithmetic and safe files.
+"""ForgetVector: δ plus metadata, with task-vector-style arithmetic, safe files and `wrap`.
 
-δ is a (3, H, W) float32 tensor in [0, 1] pixel space, added to every input of the frozen model.
+δ is a (3, H, W) float32 tensor in [0, 1] pixel space. The vector is what callers pass around:
+`fv.wrap(theta_o)` is the unlearned system, an nn.Module that sees x + δ, so metrics, shifts, PGD
+and Grad-CAM all take models. `perturb` is the one place where "x + δ, maybe clamp" is written.
 """
 from __future__ import annotations
 
 import numbers
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -14,32 +16,60 @@ from torch import nn
 from fvlib import __version__
 from fvlib.cache import load_tensors, save_tensors
 
+if TYPE_CHECKING:
+    from fvlib.data import ImageData
+
 
 class ForgetVectorError(ValueError):
     """Incompatible vectors or an unusable vector file."""
 
 
+def perturb(x: torch.Tensor, delta: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+    """x (..., 3, H, W) in [0, 1] plus δ (broadcast), clipped to [0, 1] only when clamp."""
+    out = x + delta.to(x.device, x.dtype)
+    return out.clamp(0, 1) if clamp else out
+
+
+def check_finite(delta: torch.Tensor, what: str = "δ") -> None:
+    """Raise ForgetVectorError if a perturbation holds NaN or ±inf (it would score UA=RA=TA=0)."""
+    if not torch.isfinite(delta).all():
+        bad = int((~torch.isfinite(delta)).sum())
+        raise ForgetVectorError(f"{what} has {bad} non-finite entries (NaN or inf); re-solve it with a "
+                                "lower learning rate or check the file it came from.")
+
+
 class ForgetVector:
-    """A universal input perturbation δ (3, H, W) with metadata (dataset, shape, model, forget set)."""
+    """A universal input perturbation δ (3, H, W) with metadata (dataset, model, forget set, config)."""
 
     def __init__(self, delta: torch.Tensor, meta: dict | None = None):
-        if delta.dim() != 3 or delta.shape[0] != 3:
-            raise ForgetVectorError(f"δ must have shape (3, H, W), got {tuple(delta.shape)}")
+        if not isinstance(delta, torch.Tensor) or delta.dim() != 3 or delta.shape[0] != 3:
+            shape = tuple(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__
+            raise ForgetVectorError(f"δ must be a tensor of shape (3, H, W), got {shape}")
+        check_finite(delta)
         self.delta = delta.detach().float()
         # image_shape always reflects the tensor, whatever the given metadata says
         self.meta = {"fvlib": __version__, **(meta or {}), "image_shape": list(delta.shape)}
 
+    @property
+    def clamp(self) -> bool:
+        """Whether x + δ is clipped to [0, 1]: the solve config's choice, so use matches the solve."""
+        return bool((self.meta.get("config") or {}).get("clamp", False))
+
     # ------------------------------------------------------------------ arithmetic
-    def _check(self, other: "ForgetVector") -> None:
+    def _check(self, other: object) -> "ForgetVector":
+        if not isinstance(other, ForgetVector):
+            raise ForgetVectorError(f"can only combine a ForgetVector with another ForgetVector, not "
+                                    f"{type(other).__name__}; wrap a raw tensor as ForgetVector(δ) first.")
         if self.delta.shape != other.delta.shape:
             raise ForgetVectorError(f"cannot combine forget vectors of shapes {tuple(self.delta.shape)} "
                                     f"and {tuple(other.delta.shape)}: they belong to different image sizes")
         a, b = self.meta.get("dataset"), other.meta.get("dataset")
         if a and b and a != b:
             raise ForgetVectorError(f"cannot combine a {a} vector with a {b} vector")
+        return other
 
     def _derived(self, delta: torch.Tensor, terms: list) -> "ForgetVector":
-        keep = {k: self.meta[k] for k in ("dataset", "model") if k in self.meta}
+        keep = {k: self.meta[k] for k in ("dataset", "model", "config") if k in self.meta}
         return ForgetVector(delta, {**keep, "forget": {"combination": terms}})
 
     def _term(self, w: float = 1.0) -> list:
@@ -60,10 +90,10 @@ class ForgetVector:
         return self * -1.0
 
     def __sub__(self, other: "ForgetVector") -> "ForgetVector":
-        return self + (-other)
+        return self + (-self._check(other))
 
     def __mul__(self, w: float) -> "ForgetVector":
-        if not isinstance(w, numbers.Number):
+        if not isinstance(w, numbers.Number) or isinstance(w, bool):
             return NotImplemented
         return self._derived(self.delta * float(w), self._term(float(w)))
 
@@ -74,14 +104,13 @@ class ForgetVector:
         """Copy on another device."""
         return ForgetVector(self.delta.to(device), dict(self.meta))
 
-    def apply(self, x: torch.Tensor, clamp: bool = False) -> torch.Tensor:
-        """x (B, 3, H, W) in [0, 1] -> x + δ (clipped to [0, 1] only if clamp)."""
-        out = x + self.delta.to(x.device, x.dtype)
-        return out.clamp(0, 1) if clamp else out
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1] -> x + δ (clipped when the vector's config says so)."""
+        return perturb(x, self.delta, self.clamp)
 
-    def wrap(self, model: nn.Module, clamp: bool = False) -> nn.Module:
-        """The deployable unlearned model: adds δ before the frozen model (weights untouched)."""
-        return Perturbed(model, self.delta, clamp)
+    def wrap(self, model: nn.Module) -> "Perturbed":
+        """The deployable unlearned system: model(x + δ), weights untouched."""
+        return Perturbed(model, self.delta, self.clamp)
 
     @property
     def norm(self) -> float:
@@ -99,33 +128,54 @@ class ForgetVector:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, image_shape: Sequence[int] | None = None,
-             dataset: str | None = None) -> "ForgetVector":
-        """Read a file written by save(); check shape/dataset when given; clear error otherwise."""
+    def load(cls, path: str | Path, data: "ImageData | None") -> "ForgetVector":
+        """Read a file written by save() and check it fits `data` (shape, dataset); None skips the check."""
         tensors, meta = load_tensors(Path(path))
         if meta.get("kind") != "forget_vector" or "delta" not in tensors:
             raise ForgetVectorError(f"{path} is not a forget-vector file (no 'delta' tensor / kind).")
-        fv = cls(tensors["delta"], {k: v for k, v in meta.items() if k != "kind"})
-        if image_shape is not None and tuple(fv.delta.shape) != tuple(image_shape):
-            raise ForgetVectorError(f"{path} holds a δ of shape {tuple(fv.delta.shape)}, but this data "
-                                    f"needs {tuple(image_shape)}; solve a vector for this image size.")
-        if dataset is not None and meta.get("dataset") not in (None, dataset):
-            raise ForgetVectorError(f"{path} was solved on {meta.get('dataset')}, not {dataset}.")
+        try:
+            fv = cls(tensors["delta"], {k: v for k, v in meta.items() if k != "kind"})
+        except ForgetVectorError as err:
+            raise ForgetVectorError(f"{path}: {err}") from err
+        if data is not None:
+            fv.check_fits(data, str(path))
         return fv
+
+    def check_fits(self, data: "ImageData", where: str = "this vector") -> None:
+        """Raise unless δ has data's image shape and was solved on the same dataset."""
+        if tuple(self.delta.shape) != tuple(data.image_shape):
+            raise ForgetVectorError(f"{where} holds a δ of shape {tuple(self.delta.shape)}, but {data.name} "
+                                    f"needs {tuple(data.image_shape)}; solve a vector for this image size.")
+        if self.meta.get("dataset") not in (None, data.name):
+            raise ForgetVectorError(f"{where} was solved on {self.meta.get('dataset')}, not {data.name}.")
 
 
 class Perturbed(nn.Module):
-    """model(x + δ): a forget vector in front of a frozen model."""
+    """model(x + δ): a forget vector in front of a frozen model (the unlearned system)."""
 
     def __init__(self, model: nn.Module, delta: torch.Tensor, clamp: bool = False):
         super().__init__()
+        check_finite(delta)
         self.model = model
-        self.register_buffer("delta", delta.detach().clone())
+        self.register_buffer("delta", delta.detach().clone().float())
         self.clamp = clamp
 
+    def perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model sees: x (B, 3, H, W) + δ (clipped when clamp)."""
+        return perturb(x, self.delta, self.clamp)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.delta.to(x.dtype)
-        return self.model(x.clamp(0, 1) if self.clamp else x)
+        return self.model(self.perturb(x))
+
+
+def unwrap(system: nn.Module) -> nn.Module:
+    """The weights-bearing model behind a system (θ_o for a wrapped forget vector)."""
+    return system.model if isinstance(system, Perturbed) else system
+
+
+def shown(system: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input a system's model really sees: x + δ for a forget vector, else x (B, 3, H, W)."""
+    return system.perturb(x) if isinstance(system, Perturbed) else x
 
 
 def combine(vectors: Iterable[ForgetVector], weights: Iterable[float]) -> ForgetVector:

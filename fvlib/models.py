@@ -1,11 +1,12 @@
-"""The paper's classifiers (reference notes §3) with normalisation inside the model.
+"""The paper's classifiers (docs/protocol.md P3) with normalisation inside the model.
 
 Inputs are (B, 3, H, W) float pixels in [0, 1]; the first layer normalises with per-dataset
 buffers, so forget vectors, shifts and Grad-CAM overlays all live in pixel space.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 
 
 class VGG16BN(nn.Module):
-    """VGG-16-BN as in the authors' code (§3.2): 4 max-pools, 2x2 avg-pool, 2048-256-256-C head."""
+    """VGG-16-BN as in the authors' code (P3.2): 4 max-pools, 2x2 avg-pool, 2048-256-256-C head."""
 
     def __init__(self, num_classes: int, mean, std):
         super().__init__()
@@ -116,7 +117,7 @@ class SmallCNN(nn.Module):
 
 
 def _kaiming_init(model: nn.Module, linear_std: float | None = None) -> None:
-    """Kaiming-normal (fan_out) convs, BN 1/0; Linear N(0, linear_std) when given (VGG, §3.2)."""
+    """Kaiming-normal (fan_out) convs, BN 1/0; Linear N(0, linear_std) when given (VGG, P3.2)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -159,3 +160,23 @@ def fingerprint(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, parameters frozen; restores each module's mode and each parameter's flag and .grad.
+
+    Used wherever gradients flow to the input only (δ solve, PGD, Grad-CAM): BN uses its running
+    statistics and no parameter gradient is built.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag, grad in params:  # Grad-CAM calls zero_grad(), which drops .grad: put it back
+            p.requires_grad_(flag)
+            p.grad = grad

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fvlib import metrics
-from fvlib.study import LABELS
+from fvlib import labels
 
 PATH = Path(__file__).with_name("paper_results.json")
 
@@ -31,6 +31,13 @@ def table1_means(dataset: str, scenario: str) -> pd.DataFrame:
     return pd.DataFrame({m: {k: v[0] for k, v in r.items()} for m, r in t.items()}).T
 
 
+def table2() -> dict[str, dict[str, tuple[float, float]]]:
+    """Table 2 (CIFAR-10, ResNet-18; P9.1): method -> column ("test_class", "gn1", "et1") ->
+    (mean, std) of UA in %."""
+    return {m: {c: (float(v[0]), float(v[1])) for c, v in cols.items()}
+            for m, cols in results()["table2_cifar10"].items()}
+
+
 def compare(summary: pd.DataFrame, dataset: str, scenario: str) -> pd.DataFrame:
     """Per method and metric: fvlib mean, paper mean, difference; Avg.Gap both recomputed."""
     paper = table1_means(dataset, scenario)
@@ -47,7 +54,7 @@ def compare(summary: pd.DataFrame, dataset: str, scenario: str) -> pd.DataFrame:
                                                               paper.loc["retrain"].to_dict()), 2)
         if ("gap", "Avg.Gap") in summary.columns:
             row[("Avg.Gap", "fvlib")] = round(summary.loc[m, ("gap", "Avg.Gap")], 2)
-        rows[LABELS.get(m, m)] = row
+        rows[labels.method(m)] = row
     out = pd.DataFrame(rows).T
     out.columns = [f"{a} {b}" for a, b in out.columns]
     out.index.name = "method"

@@ -4,8 +4,11 @@ from __future__ import annotations
 import dataclasses
 import platform
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from fvlib import __version__
@@ -25,17 +28,28 @@ def git_sha() -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples, paths and tensors -> plain JSON values."""
+    """Dataclasses, tuples, paths, tensors, numpy arrays, DataFrames -> plain JSON values (NaN -> None)."""
+    if isinstance(obj, float) and obj != obj:  # NaN -> null (strict JSON; pandas reads it back)
+        return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, pd.DataFrame):  # records of the flattened frame (index kept as columns)
+        flat = obj.copy()
+        if isinstance(flat.columns, pd.MultiIndex):
+            flat.columns = [" ".join(map(str, c)).strip() for c in flat.columns]
+        return to_jsonable(flat.reset_index().to_dict(orient="records"))
+    if isinstance(obj, pd.Series):
+        return to_jsonable(obj.to_dict())
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return to_jsonable(obj.item())
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)

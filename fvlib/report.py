@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from fvlib.cache import atomic_write
+from fvlib.figures import markdown
 from fvlib.paths import figures_dir
 
 SECTIONS = (
@@ -14,16 +15,8 @@ SECTIONS = (
     ("table3_cu_fv", "Table 3 — compositional unlearning (CU-FV)"),
     ("tableA1_runtime", "Table A1 — run time (minutes per method and trial)"),
     ("gradcam_saliency_shift", "Grad-CAM saliency shift (1 − cosine vs the original model)"),
+    ("beta_random", "Random-forgetting Beta (rule fixed in advance, docs/protocol.md D10)"),
 )
-
-
-def _markdown(rows: list[dict]) -> str:
-    if not rows:
-        return "_empty_"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def build(profile: str, timings: list[dict] | None = None) -> Path:
@@ -38,17 +31,21 @@ def build(profile: str, timings: list[dict] | None = None) -> Path:
             continue
         doc = json.loads(path.read_text())
         prov = prov or doc.get("provenance")
-        parts += [f"## {title}", "", _markdown(doc["table"]), ""]
+        parts += [f"## {title}", "", markdown(doc["table"]), ""]
     if prov:
-        cfg = prov.get("config") or {}
+        cfg = prov.get("profile_config") or prov.get("config") or {}
+        theta = prov.get("theta_o") or {}
+        pct = lambda v: f"{100 * v:.2f} %" if isinstance(v, (int, float)) else "?"  # noqa: E731
         parts += ["## What was run", "",
                   f"- profile `{profile}`: dataset `{cfg.get('dataset')}`, model `{cfg.get('model')}`, "
                   f"trials {cfg.get('trials')}",
+                  f"- θ_o: train accuracy {pct(theta.get('train_acc'))}, test accuracy "
+                  f"{pct(theta.get('test_acc'))}, fingerprint `{theta.get('fingerprint')}`",
                   f"- device: {prov.get('device')}; fvlib {prov.get('fvlib')}, git {prov.get('git_sha')}, "
                   f"torch {prov.get('torch')}"]
     if timings:
         total = sum(t["seconds"] for t in timings) / 60
-        parts += [f"- notebooks: " + ", ".join(f"{t['notebook']} {t['seconds']:.0f} s" for t in timings),
+        parts += ["- notebooks: " + ", ".join(f"{t['notebook']} {t['seconds']:.0f} s" for t in timings),
                   f"- total: {total:.1f} minutes"]
     parts += ["", "Smoke runs use the embedded digits data and a tiny CNN; their numbers only exercise "
               "the pipeline and are compared with the paper's CIFAR-10 values for layout, not as a "

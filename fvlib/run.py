@@ -1,54 +1,164 @@
 """Headless runner: execute notebooks/NN_*.ipynb in order with papermill into runs/<profile>/.
 
-Usage: python -m fvlib.run [PROFILE] [DATA_ROOT]   (the Makefile's `make run` calls this)
-A failing notebook stops the run with its name and the failing cell.
+Usage: python -m fvlib.run [PROFILE] [DATA_ROOT] [--only 00 02] [--timeout SECONDS]
+(the Makefile's `make run` calls this). A failing notebook stops the run with one line naming the
+notebook and the cell; the executed copy in runs/<profile>/ holds the full traceback.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
+from fvlib.config import PROFILE_NAMES
 from fvlib.paths import ROOT
 
+NOTEBOOKS = ROOT / "notebooks"
+RUNS = ROOT / "runs"
 
-def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped the run; str() is the one-line report."""
+
+
+def notebooks(folder: Path | None = None) -> list[Path]:
     """Numbered notebooks in execution order."""
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    return sorted((folder or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int = 3600,
-            only: list[str] | None = None) -> list[dict]:
-    """Execute every notebook (or those whose name starts with one of `only`); returns timings."""
+def select(only: Sequence[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """All notebooks, or those whose name starts with one of `only` (each prefix must match one)."""
+    found = notebooks(folder)
+    if not only:
+        return found
+    unknown = [o for o in only if not any(nb.name.startswith(o) for nb in found)]
+    if unknown:
+        raise ValueError(f"no notebook starts with {', '.join(unknown)}; notebooks: "
+                         + ", ".join(nb.name for nb in found))
+    return [nb for nb in found if any(nb.name.startswith(o) for o in only)]
+
+
+def resolve_data_root(value: str | None) -> str | None:
+    """A given data root as an absolute path (relative to the caller's cwd, not the notebooks')."""
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"data root {value!r} does not exist (looked for {path})")
+    return str(path)
+
+
+def _last_started_cell(executed: Path) -> str:
+    """'cell N `first line`' for the last code cell papermill started in the executed copy."""
+    import nbformat
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except Exception:  # missing or half-written copy: nothing to point at
+        return "cell unknown (no executed copy was written)"
+    code = [c for c in nb.cells if c.cell_type == "code"
+            and "injected-parameters" not in c.metadata.get("tags", [])]
+    started = [i for i, c in enumerate(code) if c.metadata.get("papermill", {}).get("start_time")]
+    if not started:
+        return "cell unknown (no cell was recorded as started in the executed copy)"
+    lines = [line.strip() for line in code[started[-1]].source.splitlines() if line.strip()]
+    return f"cell {started[-1] + 1} `{(lines or [''])[0][:60]}`"
+
+
+def _describe(err: Exception) -> str:
+    """One line for what went wrong: the notebook's exception, or papermill's/the kernel's."""
     import papermill as pm
-    out_dir = ROOT / "runs" / profile
+    if isinstance(err, pm.PapermillExecutionError):
+        name, text = err.ename, err.evalue
+    elif type(err).__name__ == "DeadKernelError":  # nbclient's message is just "Kernel died"
+        name, text = "DeadKernelError", "the kernel died (out of memory, a native crash or an exit)"
+    else:  # CellTimeoutError, kernel start failures, ...
+        name, text = type(err).__name__, str(err)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{name}: {first}" if first else name
+
+
+def _execute(nb: Path, out: Path, params: dict, timeout: int | None, kernel: str) -> None:
+    """Run one notebook into out; any failure becomes a one-line NotebookFailed."""
+    import papermill as pm
+    out.unlink(missing_ok=True)  # a stale copy would point the error at an old run's cell
+    declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
+    params = {k: v for k, v in params.items() if k in declared}
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent),
+                            kernel_name=kernel, execution_timeout=timeout or None, progress_bar=False)
+    except Exception as err:  # PapermillExecutionError, DeadKernelError, timeouts, ...
+        raise NotebookFailed(f"[fvlib.run] FAILED {nb.name}, {_last_started_cell(out)}: "
+                             f"{_describe(err)} (executed copy: {out})") from err
+
+
+def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int | None = 3600,
+            only: Sequence[str] | None = None, folder: Path | None = None,
+            out_dir: Path | None = None, kernel_name: str = "python3") -> list[dict]:
+    """Execute the notebooks in order into out_dir (runs/<profile>/); returns their timings."""
+    if profile not in PROFILE_NAMES:  # check everything before the first kernel starts
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
+    data_root = resolve_data_root(data_root)
+    chosen = select(only, folder)
+    out_dir = out_dir or RUNS / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
     done = []
-    for nb in notebooks():
-        if only and not any(nb.name.startswith(o) for o in only):
-            continue
+    for nb in chosen:
         start = time.perf_counter()
         print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
-        declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
-        try:
-            pm.execute_notebook(str(nb), str(out_dir / nb.name),
-                                parameters={k: v for k, v in params.items() if k in declared},
-                                cwd=str(nb.parent), kernel_name="python3",
-                                execution_timeout=timeout, progress_bar=False)
-        except pm.PapermillExecutionError as err:
-            raise SystemExit(f"[fvlib.run] FAILED in {nb.name}, cell {err.exec_count}: "
-                             f"{err.ename}: {err.evalue}\n(executed copy: {out_dir / nb.name})")
+        _execute(nb, out_dir / nb.name, params, timeout, kernel_name)
         done.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1)})
         print(f"[fvlib.run] {nb.name} done in {done[-1]['seconds']} s", flush=True)
     return done
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    name = args[0] if args else "smoke"
-    timings = run_all(name, args[1] if len(args) > 1 and args[1] else None)
+def _parser() -> argparse.ArgumentParser:
+    """The command line of `python -m fvlib.run`."""
+    p = argparse.ArgumentParser(prog="python -m fvlib.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("profile", nargs="?", default="smoke", choices=PROFILE_NAMES,
+                   help="configuration profile (default: smoke)")
+    p.add_argument("data_root", nargs="?", default=None,
+                   help="dataset archive or folder, relative to the current folder "
+                        "(default: search data/ and ../shared/data)")
+    p.add_argument("--data-root", dest="data_root_flag", metavar="DATA_ROOT",
+                   help="same as the DATA_ROOT argument")
+    p.add_argument("--only", nargs="+", metavar="NN",
+                   help="run only notebooks whose name starts with these prefixes, e.g. --only 00 02")
+    p.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
+                   help="limit per notebook cell (default 3600; 0 = no limit)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line (exit 2 on a bad profile, data root or prefix)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.data_root and args.data_root_flag and args.data_root != args.data_root_flag:
+        parser.error("DATA_ROOT given twice (argument and --data-root) with different values")
+    try:
+        args.data_root = resolve_data_root(args.data_root_flag or args.data_root)
+        select(args.only)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the notebooks, then build the reproduction report; 1 (one line on stderr) on a failure."""
+    args = parse_args(argv)
+    try:
+        timings = run_all(args.profile, args.data_root, args.timeout, args.only)
+    except NotebookFailed as err:
+        print(err, file=sys.stderr)
+        return 1
     from fvlib.report import build
-    print(f"[fvlib.run] report: {build(name, timings)}")
+    print(f"[fvlib.run] report: {build(args.profile, timings)}")
     print(f"[fvlib.run] all {len(timings)} notebooks done in "
           f"{sum(t['seconds'] for t in timings):.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,9 @@
-"""Data shifts of the shift study (reference notes §8): Gaussian noise, elastic transform, PGD.
+"""Data shifts of the shift study (docs/protocol.md P8): Gaussian noise, elastic transform, PGD.
 
 Corruptions map uint8 images (N, H, W, 3) to uint8 images of the same shape (clip + round, as the
-paper's pre-generated image folders are 8-bit, §8), so a shifted set slots in wherever data does.
-PGD is white-box against a model and returns float (N, 3, H, W) in [0, 1] (or uint8 on request).
+paper's pre-generated image folders are 8-bit, P8), so a shifted set slots in wherever data does.
+PGD is white-box against a system (an nn.Module; for a forget vector δ is inside it) and returns
+float (N, 3, H, W) in [0, 1] (or uint8 on request).
 Randomness: one torch.Generator per (seed, shift) on the images' device, consumed in fixed chunks
 of CHUNK images, so a render is a pure function of (images, seed, device type, params).
 """
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fvlib import runtime
+from fvlib import models, runtime
 from fvlib.cache import cached_tensors, config_hash
 from fvlib.data import to_float
 
@@ -26,23 +27,23 @@ ETParams = tuple[float, float, float]  # (c0 = α displacement scale, c1 = σ sm
 
 @dataclasses.dataclass(frozen=True)
 class ShiftConfig:
-    """Parameters of every shift; defaults are the paper's (reference notes §8)."""
-    gn1_sigma: float = 0.08                      # §8.1 GN1: σ in [0,1] pixel space (ImageNet-C sev. 1)
-    gn2_sigma: float = 0.2                       # §8.1 GN2: σ = 0.2 (custom, not a standard severity)
-    et1: ETParams = (488.0, 170.8, 24.4)         # §8.2 ET1 = ImageNet-C elastic severity 1 (244·(2, .7, .1))
-    et2: ETParams = (488.0, 19.52, 48.8)         # §8.2 ET2 = ImageNet-C elastic severity 2 (244·(2, .08, .2))
-    pgd_eps: float = 8 / 255                     # §8.3 ℓ∞ budget ε = 8/255
-    pgd_steps: int = 7                           # §8.3 K = 7 steps
-    pgd_step_size: float = 2 / 255               # §8.3 not stated; recommended 2/255
-    pgd_random_start: bool = True                # §8.3 not stated; recommended uniform start in the ε-ball
-    pgd_quantize: bool = True                    # §8 the paper's --adv sets were saved image folders (8-bit)
-    attack_original: bool = False                # §8.3 option: transfer set from θ_o instead of white-box
+    """Parameters of every shift; defaults are the paper's (docs/protocol.md P8)."""
+    gn1_sigma: float = 0.08                      # P8.1 GN1: σ in [0,1] pixel space (ImageNet-C sev. 1)
+    gn2_sigma: float = 0.2                       # P8.1 GN2: σ = 0.2 (custom, not a standard severity)
+    et1: ETParams = (488.0, 170.8, 24.4)         # P8.2 ET1 = ImageNet-C elastic severity 1 (244·(2, .7, .1))
+    et2: ETParams = (488.0, 19.52, 48.8)         # P8.2 ET2 = ImageNet-C elastic severity 2 (244·(2, .08, .2))
+    pgd_eps: float = 8 / 255                     # P8.3 ℓ∞ budget ε = 8/255
+    pgd_steps: int = 7                           # P8.3 K = 7 steps
+    pgd_step_size: float = 2 / 255               # P8.3 not stated; recommended 2/255
+    pgd_random_start: bool = True                # P8.3 not stated; recommended uniform start in the ε-ball
+    pgd_quantize: bool = True                    # P8 the paper's --adv sets were saved image folders (8-bit)
+    attack_original: bool = False                # P8.3 option: transfer set from θ_o instead of white-box
 
 
 # ----------------------------------------------------------------------------- helpers
 
 def _to_uint8(xf: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float in [0,1]-ish -> (B, H, W, 3) uint8: clip, ×255, round (§8: saved images)."""
+    """(B, 3, H, W) float in [0,1]-ish -> (B, H, W, 3) uint8: clip, ×255, round (P8: saved images)."""
     return xf.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
@@ -51,24 +52,24 @@ def _chunked(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> tor
     return torch.cat([fn(c) for c in x.split(CHUNK)]) if len(x) else x.clone()
 
 
-# ----------------------------------------------------------------------------- §8.1 Gaussian noise
+# ----------------------------------------------------------------------------- P8.1 Gaussian noise
 
 def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> uint8: x/255 + N(0, σ²) per pixel and channel, clip, ×255, round (§8.1)."""
+    """uint8 (N, H, W, 3) -> uint8: x/255 + N(0, σ²) per pixel and channel, clip, ×255, round (P8.1)."""
     def one(c: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(c.shape, generator=g, device=c.device, dtype=torch.float32)
         return (c.float() / 255 + sigma * noise).clamp(0, 1).mul(255).round().to(torch.uint8)
     return _chunked(x, one)
 
 
-# ----------------------------------------------------------------------------- §8.2 elastic
+# ----------------------------------------------------------------------------- P8.2 elastic
 
 def gaussian_matrix(n: int, sigma: float, truncate: float = 3.0, device="cpu",
                     dtype=torch.float64) -> torch.Tensor:
     """(n, n) matrix A with A @ v = scipy gaussian_filter1d(v, σ, mode='reflect', truncate).
 
     Exact for kernels wider than the line: the half-sample reflection is applied as an index map
-    with period 2n (…dcba|abcd|dcba|abcd…), which is what scipy does for any radius (§8.2 step 2).
+    with period 2n (…dcba|abcd|dcba|abcd…), which is what scipy does for any radius (P8.2 step 2).
     """
     r = int(truncate * sigma + 0.5)  # scipy's kernel radius
     taps = torch.arange(-r, r + 1, device=device, dtype=dtype)
@@ -84,7 +85,7 @@ def gaussian_matrix(n: int, sigma: float, truncate: float = 3.0, device="cpu",
 
 
 def _source_points(h: int, w: int) -> torch.Tensor:
-    """(3, 2) affine source points as (x, y) pairs, literally as ImageNet-C builds them (§8.2 step 1)."""
+    """(3, 2) affine source points as (x, y) pairs, literally as ImageNet-C builds them (P8.2 step 1)."""
     c0, c1, s = float(h // 2), float(w // 2), float(min(h, w) // 3)
     return torch.tensor([[c0 + s, c1 + s], [c0 + s, c1 - s], [c0 - s, c1 - s]], dtype=torch.float64)
 
@@ -102,7 +103,7 @@ def elastic_draws(n: int, h: int, w: int, c: ETParams, g: torch.Generator
 def _inverse_affine(jitter: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(n, 2, 3) map output (x, y, 1) -> source (x, y): the inverse of getAffineTransform(p1, p1+jitter)."""
     p1 = _source_points(h, w).to(jitter.device)
-    p2 = p1 + jitter.double()                                   # destination points (§8.2 step 1)
+    p2 = p1 + jitter.double()                                   # destination points (P8.2 step 1)
     ones = torch.ones(*p2.shape[:2], 1, dtype=p2.dtype, device=p2.device)
     # solve [p2 1] @ Aᵀ = p1 for each image: A maps destination -> source (warpAffine samples src at A·dst)
     return torch.linalg.solve(torch.cat([p2, ones], -1), p1.expand_as(p2)).transpose(1, 2)
@@ -128,7 +129,7 @@ def _sample(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, centres: bool
 
 
 def elastic_apply(x: torch.Tensor, c: ETParams, draws: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> uint8: ImageNet-C elastic transform with given draws, batched (§8.2)."""
+    """uint8 (N, H, W, 3) -> uint8: ImageNet-C elastic transform with given draws, batched (P8.2)."""
     jitter, ux, uy = (d.to(x.device) for d in draws)
     n, h, w = x.shape[:3]
     img = to_float(x)
@@ -146,14 +147,14 @@ def elastic_apply(x: torch.Tensor, c: ETParams, draws: tuple[torch.Tensor, ...])
 
 
 def elastic(x: torch.Tensor, c: ETParams, g: torch.Generator) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> uint8: elastic transform with draws from g, CHUNK images at a time (§8.2)."""
+    """uint8 (N, H, W, 3) -> uint8: elastic transform with draws from g, CHUNK images at a time (P8.2)."""
     h, w = x.shape[1:3]
     return _chunked(x, lambda b: elastic_apply(b, c, elastic_draws(len(b), h, w, c, g)))
 
 
 def elastic_reference(img: np.ndarray, c: ETParams, rng: np.random.Generator | None = None,
                       draws: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8: per-image scipy/NumPy ImageNet-C elastic transform (§8.2).
+    """uint8 (H, W, 3) -> uint8: per-image scipy/NumPy ImageNet-C elastic transform (P8.2).
 
     draws = (jitter (3, 2), ux (H, W), uy (H, W)) overrides rng (for comparing with elastic_apply).
     """
@@ -178,40 +179,38 @@ def elastic_reference(img: np.ndarray, c: ETParams, rng: np.random.Generator | N
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- §8.3 PGD
+# ----------------------------------------------------------------------------- P8.3 PGD
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255, steps: int = 7,
-        step_size: float = 2 / 255, delta: torch.Tensor | None = None, restore: bool = False,
-        g: torch.Generator | None = None, random_start: bool = True, quantize: bool = False,
-        batch_size: int = CHUNK) -> torch.Tensor:
-    """ℓ∞ PGD on uint8 x (N, H, W, 3), labels y (N,) -> float x_adv (N, 3, H, W) in [0, 1] (§8.3).
+def pgd(system: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255, steps: int = 7,
+        step_size: float = 2 / 255, restore: bool = False, g: torch.Generator | None = None,
+        random_start: bool = True, quantize: bool = False, batch_size: int = CHUNK) -> torch.Tensor:
+    """ℓ∞ PGD on uint8 x (N, H, W, 3), labels y (N,) -> float x_adv (N, 3, H, W) in [0, 1] (P8.3).
 
-    The adversary perturbs the image; the deployed system then adds δ (3, H, W), so the model sees
-    x_adv + δ (no clamp after δ, as metrics.logits). Default maximises true-label CE; restore=True
-    minimises it (an adversary trying to undo unlearning). quantize=True returns uint8 (N, H, W, 3)
-    (still within ε when 255·ε is an integer). Model in eval mode; its train flag is restored.
+    White-box against `system` as deployed: for a forget vector (`fv.wrap(θ_o)`) the gradient
+    flows through x_adv + δ, so the adversary sees δ. Default maximises the true-label CE;
+    restore=True minimises it (an adversary trying to undo unlearning). quantize=True returns uint8
+    (N, H, W, 3) (still within ε when 255·ε is an integer). The system runs under models.frozen:
+    eval mode, no parameter gradients, every module's mode and parameter flag restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     sign = -1.0 if restore else 1.0
     out = []
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        x0 = to_float(xb)
-        xa = x0.clone()
-        if random_start:
-            u = torch.rand(x0.shape, generator=g, device=x0.device) if g is not None else torch.rand_like(x0)
-            xa = (x0 + (2 * u - 1) * eps).clamp(0, 1)
-        for _ in range(steps):
-            xa.requires_grad_(True)
-            seen = xa if delta is None else xa + delta.to(xa.device, xa.dtype)
-            with runtime.autocast(xa.device):
-                loss = F.cross_entropy(model(seen).float(), yb.to(xa.device), reduction="sum")
-            (grad,) = torch.autograd.grad(loss, xa)
-            with torch.no_grad():
-                xa = xa + sign * step_size * grad.sign()
-                xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)  # project, clamp
-        out.append(xa.detach())
-    model.train(was_training)
+    with models.frozen(system):
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            x0 = to_float(xb)
+            xa = x0.clone()
+            if random_start:
+                u = (torch.rand(x0.shape, generator=g, device=x0.device) if g is not None
+                     else torch.rand_like(x0))
+                xa = (x0 + (2 * u - 1) * eps).clamp(0, 1)
+            for _ in range(steps):
+                xa.requires_grad_(True)
+                with runtime.autocast(xa.device):
+                    loss = F.cross_entropy(system(xa).float(), yb.to(xa.device), reduction="sum")
+                (grad,) = torch.autograd.grad(loss, xa)
+                with torch.no_grad():
+                    xa = xa + sign * step_size * grad.sign()
+                    xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)  # project, clamp
+            out.append(xa.detach())
     xf = torch.cat(out) if out else to_float(x)
     return _to_uint8(xf) if quantize else xf
 
@@ -226,17 +225,17 @@ def _et(key: str):
     return lambda x, g, cfg, **_: elastic(x, getattr(cfg, key), g)
 
 
-def _pgd_shift(x, g, cfg: ShiftConfig, model=None, y=None, delta=None, original=None, **_):
-    """PGD as a registry entry: white-box on (model, δ), or on θ_o without δ if attack_original."""
+def _pgd_shift(x, g, cfg: ShiftConfig, model=None, y=None, original=None, **_):
+    """PGD as a registry entry: white-box on the system `model` (δ inside it for a forget vector),
+    or on θ_o (`original`) if cfg.attack_original (one transferred set for every system)."""
     target = original if cfg.attack_original else model
     if target is None or y is None:
         raise ValueError("shift 'pgd' needs y and a model (and original= when attack_original)")
-    return pgd(target, x, y, cfg.pgd_eps, cfg.pgd_steps, cfg.pgd_step_size,
-               delta=None if cfg.attack_original else delta, g=g,
+    return pgd(target, x, y, cfg.pgd_eps, cfg.pgd_steps, cfg.pgd_step_size, g=g,
                random_start=cfg.pgd_random_start, quantize=cfg.pgd_quantize)
 
 
-# name -> fn(x_uint8, g, cfg, **context); context = model, y, delta, original (PGD only).
+# name -> fn(x_uint8, g, cfg, **context); context = model (a system), y, original (PGD only).
 SHIFTS: dict[str, Callable[..., torch.Tensor]] = {
     "gn1": _gn("gn1_sigma"), "gn2": _gn("gn2_sigma"),
     "et1": _et("et1"), "et2": _et("et2"),
@@ -252,15 +251,16 @@ def _check(name: str, allowed=SHIFTS) -> None:
 
 
 def render(name: str, x: torch.Tensor, seed: int, model: nn.Module | None = None,
-           y: torch.Tensor | None = None, delta: torch.Tensor | None = None,
-           cfg: ShiftConfig = ShiftConfig(), original: nn.Module | None = None) -> torch.Tensor:
+           y: torch.Tensor | None = None, cfg: ShiftConfig = ShiftConfig(),
+           original: nn.Module | None = None) -> torch.Tensor:
     """Shifted view of uint8 x (N, H, W, 3) with a generator from (seed, name) on x's device.
 
-    Corruptions return uint8 (N, H, W, 3); PGD returns uint8 if cfg.pgd_quantize else float (N, 3, H, W).
+    Corruptions return uint8 (N, H, W, 3); PGD returns uint8 if cfg.pgd_quantize else float
+    (N, 3, H, W), white-box on the system `model` (or on `original` if cfg.attack_original).
     """
     _check(name)
     g = runtime.generator(seed, f"shift-{name}", x.device)
-    return SHIFTS[name](x, g, cfg, model=model, y=y, delta=delta, original=original)
+    return SHIFTS[name](x, g, cfg, model=model, y=y, original=original)
 
 
 def render_cached(name: str, data_fingerprint: str, split_name: str, x: torch.Tensor, seed: int,

@@ -1,42 +1,42 @@
-"""Solving forget vectors (paper Eq. 3-4, reference notes §4) and compositional unlearning (Eq. 5, §5).
+"""Solving forget vectors (paper Eq. 3-4, docs/protocol.md P4) and compositional unlearning (Eq. 5, P5).
 
 One batched loop serves everything: K problems share every shuffled training batch, which is scored
 under all K perturbations at once. A problem is (forget mask, parameters -> δ, norm penalty):
   * `solve_many`: K free vectors δ_k (K, 3, H, W)  — e.g. all 10 classes or 10 random splits;
   * `compose`:   K weight vectors w_k over a frozen basis of M vectors, δ_k = Σ_m w_km δ_m (CU-FV).
+The loss is one of the named objectives in OBJECTIVES (the code form, the paper's Eq. 4, ...).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from fvlib import augment, models
-from fvlib.data import ImageData
-from fvlib.forget_vector import ForgetVector, stack
+from fvlib.data import ImageData, batch_indices
+from fvlib.forget_vector import ForgetVector, perturb, stack
 from fvlib.provenance import to_jsonable
 from fvlib.runtime import autocast, generator, timer
 from fvlib.splits import Split
-from fvlib.train import batch_indices
 
-# Per-class Beta the authors used for CIFAR-10 class-wise vectors (reference notes §4.2).
+# Per-class Beta the authors used for class-wise vectors (docs/protocol.md P4.2).
 CIFAR10_CLASS_BETA = (3.0, 8.0, 4.0, 5.0, 5.0, 6.0, 3.0, 7.0, 4.0, 10.0)
 IMAGENET10_CLASS_BETA = (10.0, 5.0, 10.0, 10.0, 5.0, 10.0, 5.0, 10.0, 10.0, 5.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class FVConfig:
-    """Forget-vector optimisation. Defaults = the authors' code as run (§4.1, §4.3; decision D4)."""
-    objective: str = "code"       # "code": §4.1 batch sums / B (default); "paper": Eq. 4 literally
-    epochs: int = 40              # §4.3 "40 iterations" = epochs (fixed; no test-set epoch picking)
-    batch_size: int = 256         # §4.3
-    lr: float = 0.2               # §4.2 (from the authors' delta paths; not in the paper)
-    momentum: float = 0.9         # §4.3
-    weight_decay: float = 5e-4    # §4.1: SGD weight decay also pulls on δ
-    gamma: float = 0.9            # ExponentialLR factor, stepped once per epoch (§4.3)
+    """Forget-vector optimisation. Defaults = the authors' code as run (P4.1, P4.3; decision D4)."""
+    objective: str = "code"       # a name in OBJECTIVES: "code" (default), "paper" (Eq. 4), "distill"
+    epochs: int = 40              # P4.3 "40 iterations" = epochs (fixed; no test-set epoch picking)
+    batch_size: int = 256         # P4.3
+    lr: float = 0.2               # P4.2 (from the authors' delta paths; not in the paper)
+    momentum: float = 0.9         # P4.3
+    weight_decay: float = 5e-4    # P4.1: SGD weight decay also pulls on δ
+    gamma: float = 0.9            # ExponentialLR factor, stepped once per epoch (P4.3)
     tau: float = 1.0              # margin threshold τ of Eq. 3 (paper; code default 0)
     alpha: float = 1.0            # code form: retain-CE weight (Alpha)
     beta: float = 3.0             # code form: forget-margin weight (Beta; 3 = CIFAR class-wise)
@@ -44,9 +44,10 @@ class FVConfig:
     beta_per_class: tuple[float, ...] | None = None  # per-class Beta (e.g. CIFAR10_CLASS_BETA)
     lambda1: float = 3.0          # paper form: retain-CE weight λ1 (3 CIFAR cls, 5 INet cls, 1 random)
     lambda2: float = 1.0          # paper form: weight of ‖δ‖₂² (λ2)
-    squared_norm: bool | None = None  # None: unsquared for "code", squared for "paper"
+    squared_norm: bool | None = None  # None: unsquared for "code"/"distill", squared for "paper"
+    temperature: float = 1.0      # distill: softmax temperature of the KL to θ_o's clean predictions
     clamp: bool = False           # clip x + δ to [0, 1] (off: the authors never clamp, D3)
-    augment: str | None = None    # training view (None: dataset default, as §1.3)
+    augment: str | None = None    # training view (None: dataset default, as P1.3)
     seed: int = 1                 # batch order / augmentation (authors' train_seed)
 
     def betas(self, splits: Sequence[Split]) -> list[float]:
@@ -56,6 +57,91 @@ class FVConfig:
         return [self.beta_per_class[s.trial] if s.scenario == "classwise" else self.beta
                 for s in splits]
 
+    def check(self) -> "FVConfig":
+        """Raise ValueError for settings that cannot run (unknown objective, no epochs, ...)."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        return self
+
+
+# ----------------------------------------------------------------------------- objectives
+
+class Terms(NamedTuple):
+    """Per-sample ingredients of one batch for K problems: margins, CE (K, B), flags (K, B), norms (K,)."""
+    margin: torch.Tensor
+    ce: torch.Tensor
+    forget: torch.Tensor
+    retain: torch.Tensor
+    norm: torch.Tensor
+    distill: torch.Tensor | None  # KL to θ_o's clean predictions (K, B); only for "distill"
+
+
+Objective = Callable[[Terms, torch.Tensor, FVConfig], tuple[torch.Tensor, ...]]
+
+
+def code_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, ...]:
+    """P4.1: Alpha·ΣCE_r/B + Beta·Σmax(m, −τ)_f/B + Lambda·‖δ‖/B (sums over the whole batch / B)."""
+    b = t.margin.shape[1]
+    l_f = (t.forget * t.margin.clamp(min=-cfg.tau)).sum(1) / b
+    l_r, l_d = (t.retain * t.ce).sum(1) / b, t.norm / b
+    return cfg.alpha * l_r + betas * l_f + cfg.lambda_norm * l_d, l_f, l_r, l_d
+
+
+def paper_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, ...]:
+    """Eq. 4 literally: mean_f max(m, −τ) + λ1·mean_r CE + λ2·‖δ‖² (per-side means)."""
+    l_f = (t.forget * t.margin.clamp(min=-cfg.tau)).sum(1) / t.forget.sum(1).clamp(min=1)
+    l_r = (t.retain * t.ce).sum(1) / t.retain.sum(1).clamp(min=1)
+    return l_f + cfg.lambda1 * l_r + cfg.lambda2 * t.norm, l_f, l_r, t.norm
+
+
+def distill_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, ...]:
+    """Code form with the retain CE replaced by the KL to θ_o's own clean predictions (an option):
+    δ is asked to keep what θ_o says on D_r, not to fit the labels θ_o itself gets wrong."""
+    b = t.margin.shape[1]
+    l_f = (t.forget * t.margin.clamp(min=-cfg.tau)).sum(1) / b
+    l_r, l_d = (t.retain * t.distill).sum(1) / b, t.norm / b
+    return cfg.alpha * l_r + betas * l_f + cfg.lambda_norm * l_d, l_f, l_r, l_d
+
+
+OBJECTIVES: dict[str, Objective] = {"code": code_objective, "paper": paper_objective,
+                                    "distill": distill_objective}
+
+
+def margins(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """C&W margin z_y − max_{k≠y} z_k for logits z (..., C) and labels y (...)."""
+    zy = z.gather(-1, y[..., None]).squeeze(-1)
+    other = z.scatter(-1, y[..., None], float("-inf")).amax(-1)
+    return zy - other
+
+
+def _kl(z: torch.Tensor, z0: torch.Tensor, temp: float) -> torch.Tensor:
+    """Per-sample KL(softmax(z0/T) ‖ softmax(z/T))·T² for logits z (K, B, C) and z0 (B, C)."""
+    logp, logq = (z0[None] / temp).log_softmax(-1), (z / temp).log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1) * temp * temp
+
+
+def batch_loss(z: torch.Tensor, y: torch.Tensor, fmask: torch.Tensor, norm: torch.Tensor,
+               betas: torch.Tensor, cfg: FVConfig, z0: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict]:
+    """Per-problem loss (K,) from logits z (K,B,C), labels y (B,), forget flags (K,B), norms (K,).
+
+    z0 (B, C): θ_o's logits on the clean batch, needed by the "distill" objective only.
+    """
+    k, b = z.shape[:2]
+    yk = y.expand(k, b)
+    m = margins(z, yk)
+    ce = nn.functional.cross_entropy(z.transpose(1, 2), yk, reduction="none")
+    kl = _kl(z, z0, cfg.temperature) if z0 is not None else None
+    terms = Terms(m, ce, fmask.float(), (~fmask).float(), norm, kl)
+    loss, l_f, l_r, l_d = OBJECTIVES[cfg.objective](terms, betas, cfg)
+    at_tau = ((m <= -cfg.tau) & fmask).float().sum(1)
+    return loss, {"loss": loss, "l_f": l_f, "l_r": l_r, "l_d": l_d, "at_tau": at_tau,
+                  "n_forget": terms.forget.sum(1)}
+
+
+# ----------------------------------------------------------------------------- the loop
 
 @dataclasses.dataclass
 class Problem:
@@ -66,41 +152,17 @@ class Problem:
     betas: torch.Tensor
 
 
-def margins(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """C&W margin z_y − max_{k≠y} z_k for logits z (..., C) and labels y (...)."""
-    zy = z.gather(-1, y[..., None]).squeeze(-1)
-    other = z.scatter(-1, y[..., None], float("-inf")).amax(-1)
-    return zy - other
-
-
-def batch_loss(z: torch.Tensor, y: torch.Tensor, fmask: torch.Tensor, norm: torch.Tensor,
-               betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, dict]:
-    """Per-problem loss (K,) from logits z (K,B,C), labels y (B,), forget flags (K,B), norms (K,)."""
-    b = y.shape[0]
-    m = margins(z, y.expand(z.shape[0], b))
-    fwd = m.clamp(min=-cfg.tau)                     # Eq. 3: max(margin, −τ)
-    ce = nn.functional.cross_entropy(z.transpose(1, 2), y.expand(z.shape[0], b), reduction="none")
-    f, r = fmask.float(), (~fmask).float()
-    if cfg.objective == "code":                     # §4.1: sums divided by the whole batch size
-        l_f, l_r = (f * fwd).sum(1) / b, (r * ce).sum(1) / b
-        l_d = norm / b
-        loss = cfg.alpha * l_r + betas * l_f + cfg.lambda_norm * l_d
-    elif cfg.objective == "paper":                  # Eq. 4: per-side means + λ1 CE + λ2 ‖δ‖²
-        l_f = (f * fwd).sum(1) / f.sum(1).clamp(min=1)
-        l_r = (r * ce).sum(1) / r.sum(1).clamp(min=1)
-        l_d = norm
-        loss = l_f + cfg.lambda1 * l_r + cfg.lambda2 * l_d
-    else:
-        raise ValueError(f"unknown objective {cfg.objective!r}; valid: code, paper")
-    at_tau = ((m <= -cfg.tau) & fmask).float().sum(1)
-    return loss, {"loss": loss, "l_f": l_f, "l_r": l_r, "l_d": l_d, "at_tau": at_tau,
-                  "n_forget": f.sum(1)}
-
-
 def _norm(params: torch.Tensor, squared: bool) -> torch.Tensor:
     """Per-problem ℓ2 norm (K,) of params (K, ...), squared when asked."""
     n = params.flatten(1).norm(dim=1)
     return n * n if squared else n
+
+
+def _step_logits(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, cfg: FVConfig) -> torch.Tensor:
+    """Logits (K, B, C) of the batch x (B, 3, H, W) under each of the K perturbations δ (K, 3, H, W)."""
+    xk = perturb(x[None], delta[:, None], cfg.clamp)                   # (K, B, 3, H, W)
+    with autocast(x.device):
+        return model(xk.flatten(0, 1)).float().view(len(delta), len(x), -1)
 
 
 def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
@@ -119,14 +181,13 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
         sums = None
         for bidx in batch_indices(idx, cfg.batch_size, g):
             x, y = aug(data.train_x[bidx], g), data.train_y[bidx]
-            delta = prob.to_delta(prob.params)                       # (K, 3, H, W)
-            xk = x[None] + delta[:, None]                            # (K, B, 3, H, W)
-            if cfg.clamp:
-                xk = xk.clamp(0, 1)
-            with autocast(dev):
-                z = model(xk.flatten(0, 1)).float().view(len(delta), len(y), -1)
+            z = _step_logits(model, x, prob.to_delta(prob.params), cfg)
+            z0 = None
+            if cfg.objective == "distill":  # θ_o's clean prediction is the retain target
+                with torch.no_grad(), autocast(dev):
+                    z0 = model(x).float()
             loss, parts = batch_loss(z, y, prob.forget[:, bidx], _norm(prob.params, squared),
-                                     prob.betas, cfg)
+                                     prob.betas, cfg, z0)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()                                    # problems are independent
             opt.step()
@@ -153,47 +214,37 @@ def _epoch_row(epoch: int, sums: dict, prob: Problem, opt) -> dict:
     return row
 
 
-class _Frozen:
-    """Context: model in eval mode with parameters frozen; restores both afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        self.state = ([p.requires_grad for p in self.model.parameters()], self.model.training)
-        self.model.eval().requires_grad_(False)
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        flags, training = self.state
-        for p, f in zip(self.model.parameters(), flags):
-            p.requires_grad_(f)
-        self.model.train(training)
+def _problems(data: ImageData, splits: Sequence[Split], cfg: FVConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated (forget masks (K, N), Betas (K,)) of K splits of `data`."""
+    cfg.check()
+    if not splits:
+        raise ValueError("no forget sets given: pass at least one Split (e.g. splits.classwise(data, 0))")
+    for s in splits:
+        s.check(data)
+    return torch.stack([s.forget for s in splits]), torch.tensor(cfg.betas(splits), device=data.device)
 
 
-def _forget_masks(splits: Sequence[Split]) -> torch.Tensor:
-    return torch.stack([s.forget for s in splits])
-
-
-def _meta(model, data, split: Split, cfg, rows: list[dict], k: int, seconds: float, **extra) -> dict:
+def _meta(model, data, split: Split, cfg, rows: list[dict], k: int, seconds: float, n: int,
+          **extra) -> dict:
     last = {key: (v[k] if isinstance(v, list) else v) for key, v in rows[-1].items()}
     return {"dataset": data.name, "model": models.fingerprint(model),
             "forget": {"scenario": split.scenario, "trial": split.trial,
                        "classes": list(split.classes), "hash": split.hash},
-            "config": to_jsonable(cfg), "final_epoch": last, "seconds": seconds, **extra}
+            "config": to_jsonable(cfg), "final_epoch": last,
+            # wall time of the whole solve, and its share per vector when K were solved together
+            "solve_seconds": seconds, "solved_together": n, "seconds": seconds / n, **extra}
 
 
 def solve_many(model: nn.Module, data: ImageData, splits: Sequence[Split], cfg: FVConfig = FVConfig(),
                progress: bool = True) -> list[ForgetVector]:
     """Solve K forget vectors together (one per split), every batch scored under all K δ_k."""
-    k = len(splits)
-    params = torch.zeros(k, *data.image_shape, device=data.device, requires_grad=True)  # zero init
-    prob = Problem(params, lambda p: p, _forget_masks(splits),
-                   torch.tensor(cfg.betas(splits), device=data.device))
-    with _Frozen(model), timer(data.device) as t:
+    forget, betas = _problems(data, splits, cfg)
+    params = torch.zeros(len(splits), *data.image_shape, device=data.device, requires_grad=True)
+    prob = Problem(params, lambda p: p, forget, betas)                           # zero init
+    with models.frozen(model), timer(data.device) as t:
         log = _run(model, data, prob, cfg, progress)
     return [ForgetVector(params[i].detach().clone(),
-                         _meta(model, data, s, cfg, log, i, t["seconds"] / k, log=_column(log, i)))
+                         _meta(model, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i)))
             for i, s in enumerate(splits)]
 
 
@@ -207,22 +258,24 @@ def compose(model: nn.Module, data: ImageData, splits: Sequence[Split], basis: S
             cfg: FVConfig = FVConfig(), progress: bool = True) -> list[tuple[ForgetVector, torch.Tensor]]:
     """CU-FV (Eq. 5): learn w ∈ R^M over frozen basis vectors for each split; w initialised at 0.
 
-    The norm term penalises ‖w‖₂ (unsquared, not divided by B in the code form: §5). Returns
+    The norm term penalises ‖w‖₂ (unsquared, not divided by B in the code form: P5). Returns
     (ForgetVector of Σ w_m δ_m, w (M,)) per split.
     """
+    forget, betas = _problems(data, splits, cfg)
+    if not basis:
+        raise ValueError("compose needs at least one basis vector")
     base = stack(list(basis)).to(data.device)                         # (M, 3, H, W)
     w = torch.zeros(len(splits), len(base), device=data.device, requires_grad=True)
     to_delta = lambda p: torch.einsum("km,mchw->kchw", p, base)       # noqa: E731
-    prob = Problem(w, to_delta, _forget_masks(splits),
-                   torch.tensor(cfg.betas(splits), device=data.device))
-    # code form divides the norm by B; §5 adds Lambda·‖w‖ undivided, so pre-multiply by B.
+    prob = Problem(w, to_delta, forget, betas)
+    # code form divides the norm by B; P5 adds Lambda·‖w‖ undivided, so pre-multiply by B.
     wcfg = dataclasses.replace(cfg, lambda_norm=cfg.lambda_norm * cfg.batch_size) \
-        if cfg.objective == "code" else cfg
-    with _Frozen(model), timer(data.device) as t:
+        if cfg.objective != "paper" else cfg
+    with models.frozen(model), timer(data.device) as t:
         log = _run(model, data, prob, wcfg, progress)
     out = []
     for i, s in enumerate(splits):
-        meta = _meta(model, data, s, cfg, log, i, t["seconds"] / len(splits), log=_column(log, i),
+        meta = _meta(model, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i),
                      weights=w[i].tolist(), basis=[b.meta.get("forget") for b in basis])
         out.append((ForgetVector(to_delta(w.detach())[i], meta), w[i].detach().clone()))
     return out

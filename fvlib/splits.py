@@ -1,4 +1,4 @@
-"""Forget / retain / test splits as boolean masks (reference notes §2), with exportable manifests.
+"""Forget / retain / test splits as boolean masks (docs/protocol.md P2), with exportable manifests.
 
 Trial i means: class-wise -> forget class i; random -> forget-set seed i. Every method of a trial
 uses the same masks, identified by their hash.
@@ -17,6 +17,10 @@ from fvlib.data import ImageData
 SCENARIOS = ("classwise", "random")
 
 
+class SplitError(ValueError):
+    """A split that does not fit the data it is used with, or an empty forget set."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Masks over the train set (forget, retain) and test set (TA set, unseen forget set)."""
@@ -26,6 +30,26 @@ class Split:
     test_eval: torch.Tensor  # (N_test,) bool: TA set (test minus forgotten classes / whole test)
     test_forget: torch.Tensor  # (N_test,) bool: test images of the forgotten classes (Table 2)
     classes: tuple[int, ...] = ()
+    data: str = ""           # fingerprint of the ImageData the masks were built for ("" = unchecked)
+
+    def check(self, data: ImageData) -> "Split":
+        """Raise SplitError unless these masks were built for `data` (same images, same device)."""
+        if self.data and self.data != data.fingerprint:
+            raise SplitError(f"split {self.name} was built for other data ({self.data}), not {data.name} "
+                             f"({data.fingerprint}); rebuild it with splits.for_trial(data, ...) after any "
+                             f"data.subset() or reload.")
+        n_tr, n_te = len(data.train_y), len(data.test_y)
+        if self.forget.shape != (n_tr,) or self.test_eval.shape != (n_te,):
+            raise SplitError(f"split {self.name} has masks of sizes {tuple(self.forget.shape)} / "
+                             f"{tuple(self.test_eval.shape)} but {data.name} has {n_tr} train / {n_te} test "
+                             "images; rebuild the split for this data.")
+        if not bool(self.forget.any()):
+            raise SplitError(f"split {self.name} forgets no training image (is the class present in "
+                             f"{data.name}?); choose a forget set with at least one image.")
+        if self.forget.device != data.device:
+            raise SplitError(f"split {self.name} lives on {self.forget.device}, the data on {data.device}; "
+                             "build the split after moving the data.")
+        return self
 
     @property
     def retain(self) -> torch.Tensor:
@@ -54,7 +78,7 @@ class Split:
 
 
 def classwise(data: ImageData, k: int) -> Split:
-    """D_f = every training image of class k; TA set = test images not of class k (§2.1)."""
+    """D_f = every training image of class k; TA set = test images not of class k (P2.1)."""
     return forget_classes(data, [k], scenario="classwise", trial=k)
 
 
@@ -63,24 +87,28 @@ def forget_classes(data: ImageData, classes: Sequence[int], scenario: str = "cla
     """D_f = every training image of the given classes (multi-class / compositional forgetting)."""
     bad = [c for c in classes if not 0 <= c < data.num_classes]
     if bad:
-        raise ValueError(f"classes {bad} out of range; {data.name} has classes 0..{data.num_classes - 1}")
+        raise SplitError(f"classes {bad} out of range; {data.name} has classes 0..{data.num_classes - 1}")
     cls = torch.tensor(list(classes), device=data.device)
     in_train = torch.isin(data.train_y, cls)
     in_test = torch.isin(data.test_y, cls)
-    return Split(scenario, trial, in_train, ~in_test, in_test, tuple(int(c) for c in classes))
+    return Split(scenario, trial, in_train, ~in_test, in_test, tuple(int(c) for c in classes),
+                 data.fingerprint)
 
 
 def random(data: ImageData, seed: int, percent: float = 10.0) -> Split:
-    """D_f = percent % of the training set drawn without replacement with RandomState(seed) (§2.2)."""
+    """D_f = percent % of the training set drawn without replacement with RandomState(seed) (P2.2)."""
     if not 0 < percent < 100:
-        raise ValueError(f"percent must be in (0, 100), got {percent}")
+        raise SplitError(f"percent must be in (0, 100), got {percent}")
     n = len(data.train_y)
-    idx = np.random.RandomState(seed).choice(n, size=int(n * percent / 100), replace=False)
+    size = int(n * percent / 100)
+    if size < 1:
+        raise SplitError(f"{percent} % of {n} training images is 0 images; use percent >= {100 / n:.3g}.")
+    idx = np.random.RandomState(seed).choice(n, size=size, replace=False)
     forget = torch.zeros(n, dtype=torch.bool)
     forget[torch.from_numpy(idx)] = True
     n_test = len(data.test_y)
     test_all = torch.ones(n_test, dtype=torch.bool, device=data.device)
-    return Split("random", seed, forget.to(data.device), test_all, ~test_all)
+    return Split("random", seed, forget.to(data.device), test_all, ~test_all, (), data.fingerprint)
 
 
 def for_trial(data: ImageData, scenario: str, trial: int, percent: float = 10.0) -> Split:
@@ -89,4 +117,4 @@ def for_trial(data: ImageData, scenario: str, trial: int, percent: float = 10.0)
         return classwise(data, trial)
     if scenario == "random":
         return random(data, trial, percent)
-    raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    raise SplitError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")

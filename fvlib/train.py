@@ -1,4 +1,4 @@
-"""Training from device-resident uint8 tensors: the original model θ_o and Retrain (§3.3-3.4).
+"""Training from device-resident uint8 tensors: the original model θ_o and Retrain (P3.3-P3.4).
 
 One shared epoch loop (`run_epoch`) also drives the unlearning baselines. bf16 autocast and
 channels_last on CUDA, float32 on CPU. Trained models are cached by config + data + mask hash.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,15 +15,15 @@ from tqdm.auto import tqdm
 
 from fvlib import augment, models
 from fvlib.cache import cached_tensors, config_hash
-from fvlib.data import ImageData
+from fvlib.data import ImageData, batch_indices
 from fvlib.runtime import autocast, generator, prepare_model, timer
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """SGD training recipe. Defaults = the paper's original/Retrain recipe (reference notes §3.3)."""
-    epochs: int = 160                 # §3.3: 160 epochs (checkpoint index 159)
-    batch_size: int = 256             # §3.3
+    """SGD training recipe. Defaults = the paper's original/Retrain recipe (docs/protocol.md P3.3)."""
+    epochs: int = 160                 # P3.3: 160 epochs (checkpoint index 159)
+    batch_size: int = 256             # P3.3
     lr: float = 0.1                   # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -35,14 +35,6 @@ class TrainConfig:
     nesterov: bool = False
     augment: str | None = None        # None -> dataset default (crop_flip / resized_crop_flip / shift)
     seed: int = 1                     # the authors' --train_seed default
-
-
-def batch_indices(idx: torch.Tensor, batch_size: int, g: torch.Generator,
-                  shuffle: bool = True) -> Iterator[torch.Tensor]:
-    """Yield index batches (on idx's device) over idx, shuffled with g; the last batch may be short."""
-    if shuffle:
-        idx = idx[torch.randperm(len(idx), generator=g, device=g.device).to(idx.device)]
-    yield from idx.split(batch_size)
 
 
 def make_optimizer(params, cfg) -> torch.optim.SGD:
@@ -90,7 +82,11 @@ def run_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ImageData, idx
             scheduler.step()
         total_loss += loss.detach().float()
         steps += 1
-    return {"loss": (total_loss / max(steps, 1)).item(), "steps": steps}
+    mean = (total_loss / max(steps, 1)).item()  # the epoch's one host sync
+    if steps and not math.isfinite(mean):
+        raise FloatingPointError(f"training loss became {mean} within an epoch of {steps} steps: the "
+                                 "model diverged (nothing was cached); lower the learning rate.")
+    return {"loss": mean, "steps": steps}
 
 
 def cross_entropy(label_smoothing: float = 0.0):
@@ -117,6 +113,8 @@ def fit(model: nn.Module, data: ImageData, mask: torch.Tensor, cfg: TrainConfig,
         with timer(dev) as t:
             row = run_epoch(model, opt, data, idx, loss_fn, cfg.batch_size, aug, g, sched)
         log.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], **row, "seconds": t["seconds"]})
+    # θ_o's fit is part of every table's provenance (a paper-like θ_o fits its training set)
+    log[-1]["train_acc"] = accuracy(model, data.train_x[idx], data.train_y[idx])
     log[-1]["test_acc"] = accuracy(model, data.test_x, data.test_y)
     model.eval()
     return model, log

@@ -1,11 +1,11 @@
-"""Baseline unlearning methods (reference notes §3.4, §7, decision D7): Retrain, FT, RL, GA,
+"""Baseline unlearning methods (docs/protocol.md P3.4, P7, decision D7): Retrain, FT, RL, GA,
 NegGrad+, SalUn, SCRUB.
 
 Every method has the signature `(model, data, split, cfg) -> nn.Module` and returns a NEW model
 (a deep copy of θ_o, or a fresh Retrain model); the input model is never modified. All optimisation
 runs through the shared `train.run_epoch` on the device-resident uint8 tensors, with the dataset's
-training augmentation (the authors unlearn on augmented train views, §6) and the model in train
-mode (BN statistics update, as the authors' loop). Common loop (§7): SGD, momentum 0.9, wd 5e-4,
+training augmentation (the authors unlearn on augmented train views, P6) and the model in train
+mode (BN statistics update, as the authors' loop). Common loop (P7): SGD, momentum 0.9, wd 5e-4,
 batch 256, constant lr (the authors' MultiStepLR at 91/136 never fires within ≤10 epochs).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvlib import augment, models, train
-from fvlib.data import ImageData
+from fvlib.data import ImageData, batch_indices
 from fvlib.runtime import autocast, generator, prepare_model
 from fvlib.splits import Split
 from fvlib.train import TrainConfig
@@ -31,9 +31,9 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 
 @dataclasses.dataclass(frozen=True)
 class UnlearnConfig:
-    """Hyperparameters of every baseline. The paper gives none (§10.13): sources are named per field."""
-    arch: str = "resnet18"            # registry name of θ_o's architecture; Retrain rebuilds it (§3.4)
-    retrain: TrainConfig = TrainConfig()  # Retrain recipe: 160 ep, lr 0.1, steps 91/136 [US README, §3.4]
+    """Hyperparameters of every baseline. The paper gives none (P10 M13): sources are named per field."""
+    arch: str = "resnet18"            # registry name of θ_o's architecture; Retrain rebuilds it (P3.4)
+    retrain: TrainConfig = TrainConfig()  # Retrain recipe: 160 ep, lr 0.1, steps 91/136 [US README, P3.4]
     ft_lr: float = 0.01               # FT learning rate [US README]
     ft_epochs: int = 10               # FT epochs over D_r [US README]
     rl_lr: float = 0.01               # RL learning rate [FV/US code default; D7 range 0.01-0.013]
@@ -59,7 +59,7 @@ class UnlearnConfig:
     batch_size: int = 256             # images per SGD step, all methods [FV arg_parser]
     momentum: float = 0.9             # SGD momentum [FV/US]
     weight_decay: float = 5e-4        # SGD weight decay [FV/US]
-    augment: str | None = None        # training view; None -> dataset default (§1.1-1.2)
+    augment: str | None = None        # training view; None -> dataset default (P1.1-P1.2)
     seed: int = 1                     # shuffling / random labels / augmentation [FV --train_seed]
 
     def scaled(self, factor: float) -> "UnlearnConfig":
@@ -83,7 +83,7 @@ def _copy(model: nn.Module, data: ImageData) -> nn.Module:
 
 
 def _optimizer(model: nn.Module, cfg: UnlearnConfig, lr: float) -> torch.optim.SGD:
-    """SGD with the method's lr and the common momentum / weight decay (§7)."""
+    """SGD with the method's lr and the common momentum / weight decay (P7)."""
     opts = types.SimpleNamespace(lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return train.make_optimizer(model.parameters(), opts)
 
@@ -118,7 +118,7 @@ def neg_ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _b: torch.Te
 
 
 def random_label_loss(num_classes: int, g: torch.Generator) -> LossFn:
-    """CE against labels drawn uniformly from {0..C-1} per batch (may equal the true label; RL §7)."""
+    """CE against labels drawn uniformly from {0..C-1} per batch (may equal the true label; RL P7)."""
     def loss_fn(model, x, y, _b):
         fake = torch.randint(0, num_classes, y.shape, generator=g, device=g.device).to(y.device)
         return F.cross_entropy(model(x), fake)
@@ -128,7 +128,7 @@ def random_label_loss(num_classes: int, g: torch.Generator) -> LossFn:
 def neggrad_plus_loss(forget: torch.Tensor, beta: float) -> LossFn:
     """β·mean CE(retain part) − (1−β)·mean CE(forget part); an absent side contributes 0.
 
-    Clean per-side means instead of the code's double normalisation (§7, §10.3).
+    Clean per-side means instead of the code's double normalisation (P7, P10 M3).
     """
     def loss_fn(model, x, y, b):
         per = F.cross_entropy(model(x), y, reduction="none")
@@ -147,7 +147,7 @@ def kl_t(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor
 
 
 def scrub_loss(teacher: nn.Module, cfg: UnlearnConfig, max_step: bool) -> LossFn:
-    """Max-step: −KL_T on D_f; min-step: γ·CE + α·KL_T on D_r (§7). Teacher is frozen."""
+    """Max-step: −KL_T on D_f; min-step: γ·CE + α·KL_T on D_r (P7). Teacher is frozen."""
     def loss_fn(model, x, y, _b):
         with torch.no_grad():
             t = teacher(x)
@@ -161,7 +161,7 @@ def scrub_loss(teacher: nn.Module, cfg: UnlearnConfig, max_step: bool) -> LossFn
 # ----------------------------------------------------------------------------- methods
 
 def retrain(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """Gold standard: train cfg.arch from scratch on D_r with cfg.retrain (cached; §3.4)."""
+    """Gold standard: train cfg.arch from scratch on D_r with cfg.retrain (cached; P3.4)."""
     _check_arch(model, data, cfg.arch)
     new, _info = train.train_cached(cfg.arch, data, split.retain, cfg.retrain, progress=False)
     return new
@@ -177,7 +177,7 @@ def _check_arch(model: nn.Module, data: ImageData, arch: str) -> None:
 
 
 def ft(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """Fine-tuning: CE on D_r only (§7)."""
+    """Fine-tuning: CE on D_r only (P7)."""
     run = _Runner(_copy(model, data), data, cfg, cfg.ft_lr, "ft")
     for _ in range(cfg.ft_epochs):
         run.epoch(split.retain, ce_loss)
@@ -185,7 +185,7 @@ def ft(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> n
 
 
 def ga(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """Gradient ascent: minimise −CE on D_f only (§7)."""
+    """Gradient ascent: minimise −CE on D_f only (P7)."""
     run = _Runner(_copy(model, data), data, cfg, cfg.ga_lr, "ga")
     for _ in range(cfg.ga_epochs):
         run.epoch(split.forget, neg_ce_loss)
@@ -193,7 +193,7 @@ def ga(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> n
 
 
 def _rl_epochs(run: _Runner, split: Split, epochs: int) -> nn.Module:
-    """RL schedule: per epoch a random-label pass over D_f, then a true-label pass over D_r (§7)."""
+    """RL schedule: per epoch a random-label pass over D_f, then a true-label pass over D_r (P7)."""
     rand = random_label_loss(run.data.num_classes, generator(run.cfg.seed, "rl-labels", run.data.device))
     for _ in range(epochs):
         run.epoch(split.forget, rand)
@@ -202,12 +202,12 @@ def _rl_epochs(run: _Runner, split: Split, epochs: int) -> nn.Module:
 
 
 def rl(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """Random labelling (§7)."""
+    """Random labelling (P7)."""
     return _rl_epochs(_Runner(_copy(model, data), data, cfg, cfg.rl_lr, "rl"), split, cfg.rl_epochs)
 
 
 def neggrad_plus(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """NegGrad+: shuffled batches from D_f ∪ D_r with the β-weighted two-sided loss (§7)."""
+    """NegGrad+: shuffled batches from D_f ∪ D_r with the β-weighted two-sided loss (P7)."""
     run = _Runner(_copy(model, data), data, cfg, cfg.neggrad_lr, "neggrad_plus")
     loss_fn = neggrad_plus_loss(split.forget, cfg.neggrad_beta)
     everything = torch.ones_like(split.forget)  # D_f ∪ D_r = the whole training set
@@ -217,7 +217,7 @@ def neggrad_plus(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnCo
 
 
 def scrub(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """SCRUB: max-steps on D_f for the first msteps epochs, min-step on D_r every epoch (§7)."""
+    """SCRUB: max-steps on D_f for the first msteps epochs, min-step on D_r every epoch (P7)."""
     teacher = _copy(model, data).eval().requires_grad_(False)
     run = _Runner(_copy(model, data), data, cfg, cfg.scrub_lr, "scrub")
     for epoch in range(cfg.scrub_epochs):
@@ -236,7 +236,7 @@ def saliency_mask(model: nn.Module, data: ImageData, split: Split,
     net = _copy(model, data).eval()
     aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
     g = generator(cfg.seed, "salun-mask", data.device)
-    for b in train.batch_indices(split.forget.nonzero().flatten(), cfg.batch_size, g):
+    for b in batch_indices(split.forget.nonzero().flatten(), cfg.batch_size, g):
         with autocast(data.device):
             loss = neg_ce_loss(net, aug(data.train_x[b], g), data.train_y[b], b)
         loss.backward()  # gradients accumulate over batches (a sum of per-batch means)
@@ -255,7 +255,7 @@ def _top_fraction(scores: dict[str, torch.Tensor], keep: float) -> dict[str, tor
 
 
 def salun(model: nn.Module, data: ImageData, split: Split, cfg: UnlearnConfig) -> nn.Module:
-    """SalUn: RL with gradients masked to the salient weights (§7). Unless salun_leaky, masked-out
+    """SalUn: RL with gradients masked to the salient weights (P7). Unless salun_leaky, masked-out
     weights are restored and their momentum zeroed after each step, so they stay bit-identical."""
     mask = saliency_mask(model, data, split, cfg)
     run = _Runner(_copy(model, data), data, cfg, cfg.salun_lr, "salun")
@@ -306,4 +306,6 @@ def get(name: str) -> Method:
 def run(name: str, model: nn.Module, data: ImageData, split: Split,
         cfg: UnlearnConfig = UnlearnConfig()) -> nn.Module:
     """Apply method `name` to θ_o; returns a new unlearned model in eval mode."""
-    return get(name)(model, data, split, cfg)
+    method = get(name)
+    split.check(data)
+    return method(model, data, split, cfg)

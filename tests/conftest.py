@@ -32,9 +32,35 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def original(digits):
-    """A small CNN trained on all digits with the smoke recipe (cached for the session)."""
+def trained(digits):
+    """(θ_o, info): a small CNN trained on all digits with the smoke recipe (cached for the session)."""
     from fvlib import config, train
-    model, info = train.train_original("small_cnn", digits, config.get_profile("smoke").train,
-                                       progress=False)
-    return model
+    return train.train_original("small_cnn", digits, config.get_profile("smoke").train, progress=False)
+
+
+@pytest.fixture(scope="session")
+def original(trained):
+    """θ_o of the smoke profile."""
+    return trained[0]
+
+
+@pytest.fixture(scope="session")
+def experiment(digits, trained):
+    """The smoke profile's Experiment (profile, digits, θ_o) with 2 trials."""
+    from fvlib import config
+    from fvlib.experiment import Experiment
+    return Experiment(config.get_profile("smoke").replace(trials=2), digits, *trained)
+
+
+@pytest.fixture(scope="session")
+def short_experiment(digits, trained):
+    """Smoke profile with one trial, Retrain and forget vectors shortened to 3 epochs: fast study
+    tests (shift study, transfer, white-box) that share these systems through the session cache."""
+    import dataclasses
+    from fvlib import config
+    from fvlib.experiment import Experiment
+    base = config.get_profile("smoke")
+    ucfg = dataclasses.replace(base.unlearn_cfg(), retrain=dataclasses.replace(base.train, epochs=3))
+    short = base.replace(unlearn=ucfg, trials=1, fv=dataclasses.replace(base.fv, epochs=3),
+                         fv_random=dataclasses.replace(base.fv_random, epochs=3))
+    return Experiment(short, digits, *trained)

@@ -1,4 +1,4 @@
-"""Grad-CAM wrapper (fvlib.cam): shapes, state hygiene, forget-vector plumbing, panel figure."""
+"""Grad-CAM on systems (fvlib.cam): shapes, state hygiene, forget vectors, panel, shift table."""
 from __future__ import annotations
 
 import copy
@@ -11,30 +11,23 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fvlib import cam, data as fvdata, models
-from fvlib.train import TrainConfig, train_original
+from fvlib import cam, models, splits
+from fvlib.data import to_float
+from fvlib.forget_vector import ForgetVector, perturb, shown
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return fvdata.load("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """A small_cnn trained for a few seconds on digits (cached in a throwaway folder)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FVLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
-        cfg = TrainConfig(epochs=3, batch_size=128, lr=0.1, schedule="onecycle")
-        model, _ = train_original("small_cnn", digits, cfg, progress=False)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
 def batch(digits):
     return digits.test_x[:6], digits.test_y[:6]
+
+
+@pytest.fixture(scope="module")
+def vector(digits):
+    """A random forget vector strong enough to move predictions and maps."""
+    g = torch.Generator().manual_seed(0)
+    return ForgetVector(0.5 * torch.randn(digits.image_shape, generator=g))
 
 
 def _untrained(arch: str, digits) -> torch.nn.Module:
@@ -46,76 +39,96 @@ def _no_hooks(model: torch.nn.Module) -> bool:
     return all(not getattr(m, d) for m in model.modules() for d in HOOK_DICTS)
 
 
-def _state(model: torch.nn.Module) -> tuple[list[bool], list[bool]]:
-    return [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
-
-
 @pytest.mark.parametrize("arch,size,n", [("small_cnn", 32, 6), ("resnet18", 32, 2), ("vgg16_bn", 112, 1)])
-def test_maps_shape_and_range(arch, size, n, trained, digits):
-    model = trained if arch == "small_cnn" else _untrained(arch, digits)
+def test_maps_shape_and_range(arch, size, n, original, digits):
+    model = original if arch == "small_cnn" else _untrained(arch, digits)
     x = digits.test_x[:n]
     if size != 32:  # upsample the digits so VGG's four pools leave a 7x7 map
-        x = torch.nn.functional.interpolate(fvdata.to_float(x), size=(size, size), mode="bilinear")
+        x = torch.nn.functional.interpolate(to_float(x), size=(size, size), mode="bilinear")
     maps = cam.gradcam(model, x, arch)
     assert maps.shape == (n, size, size) and maps.dtype == torch.float32
     assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert _no_hooks(model)
 
 
-def test_trained_maps_are_informative_and_match_predictions(trained, batch):
+def test_trained_maps_are_informative_and_match_predictions(original, batch):
     x, _ = batch
-    maps, logits = cam.cam_and_logits(trained, x, "small_cnn")
+    maps, logits = cam.cam_and_logits(original, x, "small_cnn")
     assert (maps.amax(dim=(1, 2)) > 0.99).all()  # gradients flowed: each map min-max scaled
-    assert torch.equal(logits.argmax(1), cam.predictions(trained, x))
-    assert torch.allclose(maps, cam.gradcam(trained, fvdata.to_float(x), "small_cnn"))  # float input
+    assert torch.equal(logits.argmax(1), cam.predictions(original, x))
+    assert torch.allclose(maps, cam.gradcam(original, to_float(x), "small_cnn"))  # float input
 
 
-def test_frozen_model_state_restored_and_hooks_released(trained, batch):
+@pytest.mark.parametrize("wrapped", [False, True], ids=["theta_o", "forget_vector"])
+def test_train_mode_flags_and_grads_restored(original, batch, vector, wrapped):
+    """A model in train mode with trainable parameters and gradients comes back exactly as it was."""
     x, _ = batch
-    model = copy.deepcopy(trained).train()
-    model.features[0].eval()  # a mixed state must come back exactly
-    model.requires_grad_(False)
-    before = _state(model)
-    maps = cam.gradcam(model, x, "small_cnn")
-    assert _state(model) == before and (maps.amax(dim=(1, 2)) > 0).all()
-    assert _no_hooks(model)
+    model = copy.deepcopy(original).train().requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(p.shape, generator=g) for p in model.parameters()]
+    for p, gr in zip(model.parameters(), grads):
+        p.grad = gr
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    system = vector.wrap(model) if wrapped else model
+    with torch.no_grad():  # callers are often under no_grad: the CAM must still get gradients
+        maps = cam.gradcam(system, x, "small_cnn")
+    assert (maps.amax(dim=(1, 2)) > 0.99).all()
+    assert all(m.training for m in system.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is gr and torch.equal(p.grad, gr.clone()) for p, gr in zip(model.parameters(), grads))
+    # eval mode inside: BN running statistics untouched, weights untouched
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())
+    assert _no_hooks(system)
 
 
-def test_trainable_model_keeps_flags_and_grads(trained, batch):
+def test_mixed_modes_restored(original, batch):
     x, _ = batch
-    model = copy.deepcopy(trained)
-    sentinel = torch.full_like(model.fc.weight, 7.0)
-    model.fc.weight.grad = sentinel
-    with torch.no_grad():  # callers are often under no_grad
-        cam.gradcam(model, x, "small_cnn")
-    assert model.fc.weight.grad is sentinel and model.features[0].weight.grad is None
-    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    model = copy.deepcopy(original).train()
+    model.features[0].eval()
+    model.fc.requires_grad_(False)
+    before = ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
+    cam.gradcam(model, x, "small_cnn")
+    cam.predictions(model, x)
+    assert ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]) == before
 
 
-def test_bad_target_raises_and_still_releases(trained, batch):
+def test_bad_target_raises_and_still_releases(original, batch):
     x, _ = batch
-    before = _state(trained)
+    before = [p.requires_grad for p in original.parameters()]
     with pytest.raises(RuntimeError, match="out of range"):  # GradCAM swallows the IndexError
-        cam.gradcam(trained, x, "small_cnn", targets=99)
-    assert _no_hooks(trained) and _state(trained) == before
+        cam.gradcam(original, x, "small_cnn", targets=99)
+    assert _no_hooks(original) and [p.requires_grad for p in original.parameters()] == before
     with pytest.raises(ValueError):
-        cam.gradcam(trained, x, "small_cnn", targets=[0, 1])
+        cam.gradcam(original, x, "small_cnn", targets=[0, 1])
     with pytest.raises(ValueError):
-        cam.gradcam(trained, x, "small_cnn", targets=-1)
+        cam.gradcam(original, x, "small_cnn", targets=-1)
 
 
-def test_delta_and_targets(trained, batch):
+@pytest.mark.parametrize("clamp", [False, True])
+def test_forget_vector_cam_is_cam_of_perturbed_input(original, batch, vector, clamp):
+    """Grad-CAM of fv.wrap(θ_o) on x = Grad-CAM of θ_o on the explicit x + δ; not θ_o's on x."""
     x, _ = batch
-    base = cam.gradcam(trained, x, "small_cnn")
-    zero = torch.zeros(3, 32, 32)
-    assert torch.equal(cam.gradcam(trained, x, "small_cnn", delta=zero), base)
-    g = torch.Generator().manual_seed(0)
-    delta = 0.5 * torch.randn(3, 32, 32, generator=g)
-    assert cam.saliency_shift(cam.gradcam(trained, x, "small_cnn", delta=delta), base).mean() > 1e-3
-    other = (cam.predictions(trained, x) + 5) % 10
-    assert cam.saliency_shift(cam.gradcam(trained, x, "small_cnn", targets=other), base).mean() > 1e-3
-    # batching does not change the maps
-    assert torch.allclose(cam.gradcam(trained, x, "small_cnn", batch_size=4), base, atol=1e-5)
+    fv = ForgetVector(vector.delta, {"config": {"clamp": clamp}})
+    system = fv.wrap(original)
+    explicit = perturb(to_float(x), fv.delta, clamp)
+    maps, logits = cam.cam_and_logits(system, x, "small_cnn")
+    ref_maps, ref_logits = cam.cam_and_logits(original, explicit, "small_cnn")
+    assert torch.allclose(maps, ref_maps, atol=1e-5) and torch.allclose(logits, ref_logits, atol=1e-5)
+    assert torch.equal(shown(system, to_float(x)), explicit)
+    plain = cam.gradcam(original, x, "small_cnn")
+    assert cam.saliency_shift(maps, plain).mean() > 1e-3
+    assert torch.equal(cam.predictions(system, x), ref_logits.argmax(1))
+    # a zero vector is θ_o itself
+    zero = ForgetVector(torch.zeros_like(fv.delta)).wrap(original)
+    assert torch.allclose(cam.gradcam(zero, x, "small_cnn"), plain, atol=1e-6)
+
+
+def test_targets_and_batching(original, batch):
+    x, _ = batch
+    base = cam.gradcam(original, x, "small_cnn")
+    other = (cam.predictions(original, x) + 5) % 10
+    assert cam.saliency_shift(cam.gradcam(original, x, "small_cnn", targets=other), base).mean() > 1e-3
+    assert torch.allclose(cam.gradcam(original, x, "small_cnn", batch_size=4), base, atol=1e-5)
 
 
 def test_saliency_shift_and_summary():
@@ -137,21 +150,51 @@ def test_overlay_upsamples_to_rgb_float(batch):
     assert 0 <= out.min() and out.max() <= 1
 
 
-def test_panel_figure_and_numbers(trained, batch, digits):
-    x, y = batch
-    x, y = x[:3], y[:3]
-    delta = 0.5 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
-    methods = {"Original": (trained, None), "FV": (trained, delta)}
+def test_panel_figure_and_numbers(original, batch, digits, vector):
+    x, y = batch[0][:3], batch[1][:3]
+    fv_system = vector.wrap(original)
+    methods = {"Original": original, "FV": fv_system}
     fig, numbers = cam.panel(x, methods, "small_cnn", y, digits.classes, display_size=64)
     assert isinstance(fig, Figure) and len(fig.axes) == 3 * 2
     assert fig.axes[0].get_title().startswith("Original")
     json.dumps(numbers)  # sidecar-ready
     orig, fv = numbers["methods"]["Original"], numbers["methods"]["FV"]
-    assert orig["predictions"] == cam.predictions(trained, x).tolist()
-    assert fv["predictions"] == cam.predictions(trained, x, delta).tolist()
+    assert orig["predictions"] == cam.predictions(original, x).tolist()
+    assert fv["predictions"] == cam.predictions(fv_system, x).tolist()
     assert orig["correct"] == [p == t for p, t in zip(orig["predictions"], y.tolist())]
     assert orig["mean_saliency_shift"] == pytest.approx(0, abs=1e-6)
-    assert len(fv["saliency_shift"]) == 3
+    assert fv["mean_saliency_shift"] > 1e-3 and len(fv["saliency_shift"]) == 3
+    # the FV cell shows the map over x + δ (what θ_o sees), the Original cell over x
+    seen = shown(fv_system, to_float(x)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    expected = cam.overlay(seen[0], cam.gradcam(fv_system, x[:1], "small_cnn")[0], 64)
+    assert np.allclose(np.asarray(fig.axes[1].images[0].get_array()), expected, atol=1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing ✓/✗ glyph would warn
         fig.savefig(io.BytesIO(), format="png")
+
+
+def test_pick_images(digits, original):
+    split = splits.classwise(digits, 3)
+    forget = cam.pick_images(digits, split.forget, 4, seed=0, system=original)
+    assert len(forget) == 4 and (digits.train_y[forget] == 3).all()
+    assert (cam.predictions(original, digits.train_x[forget]) == 3).all()  # θ_o's ✓ first
+    assert torch.equal(forget, cam.pick_images(digits, split.forget, 4, seed=0, system=original))
+    retain = cam.pick_images(digits, split.retain, 5, seed=0, spread_classes=True)
+    assert len(retain) == 5 and len(set(digits.train_y[retain].tolist())) == 5
+    assert not split.forget[retain].any()
+
+
+def test_saliency_shift_table(digits, original, vector):
+    split = splits.classwise(digits, 0)
+    methods = {"Original": original, "Noise": vector.wrap(original)}
+    sets = {"forget": (digits.train_x[split.forget][:8], digits.train_y[split.forget][:8]),
+            "retain": (digits.train_x[split.retain][:8], digits.train_y[split.retain][:8])}
+    table = cam.saliency_shift_table(methods, sets, "small_cnn")
+    assert list(table.index) == ["Original", "Noise"]
+    for s, (images, labels) in sets.items():
+        assert table.loc["Original", f"shift_{s}"] == pytest.approx(0.0, abs=1e-6)
+        assert 1e-3 < table.loc["Noise", f"shift_{s}"] <= 2.0
+        acc = (cam.predictions(methods["Noise"], images) == labels).float().mean().item()
+        assert table.loc["Noise", f"acc_{s}"] == pytest.approx(acc) and table[f"n_{s}"].eq(8).all()
+    with pytest.raises(ValueError, match="reference"):
+        cam.saliency_shift_table(methods, sets, "small_cnn", reference="Retrain")

@@ -36,3 +36,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         cache.atomic_write(target, boom)
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_to_jsonable_handles_numpy_and_frames():
+    import numpy as np
+    from fvlib.provenance import to_jsonable
+    frame = pd.DataFrame({("mean", "UA"): [1.5, float("nan")]}, index=["fv", "ga"])
+    assert to_jsonable({"a": np.arange(3), "f": np.float32(0.5), "df": frame}) == {
+        "a": [0, 1, 2], "f": 0.5, "df": [{"index": "fv", "mean UA": 1.5}, {"index": "ga", "mean UA": None}]}
+    assert json.loads(json.dumps(to_jsonable(pd.Series({"x": np.int64(2)})))) == {"x": 2}
+
+
+def test_experiment_saver_binds_profile_device_and_theta_o(experiment):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    side = json.loads(experiment.save(fig, "t_bound", {"v": 1})["json"].read_text())
+    prov = side["provenance"]
+    assert side["profile"] == "smoke" and prov["device"].startswith("cpu")
+    assert prov["theta_o"]["fingerprint"] == experiment.identity[1] and prov["theta_o"]["train_acc"] > 0.9
+    table = experiment.save_table(pd.DataFrame({"UA": [1.0]}, index=["fv"]), "t_bound_table")
+    assert json.loads(table["json"].read_text())["provenance"]["dataset"] == "digits"

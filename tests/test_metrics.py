@@ -1,9 +1,12 @@
 """Metrics: MIA attack direction, the threshold attack, Avg.Gap, accuracy over sets."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from torch import nn
 
-from fvlib import metrics, splits, train
+from fvlib import metrics, mia, splits, train
 
 
 def test_svc_mia_direction():
@@ -12,15 +15,26 @@ def test_svc_mia_direction():
     nonmembers = 0.3 + 0.4 * torch.rand(400, generator=g)
     like_members = 0.9 + 0.1 * torch.rand(100, generator=g)
     like_nonmembers = 0.3 + 0.4 * torch.rand(100, generator=g)
+    members, nonmembers, like_members, like_nonmembers = (
+        v.numpy() for v in (members, nonmembers, like_members, like_nonmembers))
     assert metrics.svc_mia(members, nonmembers, like_nonmembers) > 0.9
     assert metrics.svc_mia(members, nonmembers, like_members) < 0.1
-    assert metrics.threshold_mia(-members.log(), -nonmembers.log(), -like_nonmembers.log()) > 0.9
-    assert metrics.threshold_mia(-members.log(), -nonmembers.log(), -like_members.log()) < 0.1
+    loss = lambda p: -np.log(p)  # noqa: E731
+    assert metrics.threshold_mia(loss(members), loss(nonmembers), loss(like_nonmembers)) > 0.9
+    assert metrics.threshold_mia(loss(members), loss(nonmembers), loss(like_members)) < 0.1
+
+
+def test_threshold_attack_sees_no_difference_between_identical_distributions():
+    """Balanced random draws: 45k vs 10k losses from one distribution are not separable (the
+    earlier stride-and-truncate draw dropped the highest-loss members: advantage 0.11)."""
+    r = np.random.RandomState(0)
+    assert mia.threshold_advantage(r.exponential(size=45_000), r.exponential(size=10_000)) < 0.03
+    assert mia.threshold_advantage(r.exponential(size=45_000), 3 + r.exponential(size=10_000)) > 0.9
 
 
 def test_svc_mia_subsampling_option():
     g = torch.Generator().manual_seed(1)
-    m, n = 0.9 + 0.1 * torch.rand(2000, generator=g), 0.2 * torch.rand(2000, generator=g)
+    m, n = (0.9 + 0.1 * torch.rand(2000, generator=g)).numpy(), (0.2 * torch.rand(2000, generator=g)).numpy()
     cfg = metrics.MIAConfig(max_per_side=200)
     assert metrics.svc_mia(m, n, n[:50], cfg) > 0.9
 
@@ -51,3 +65,19 @@ def test_accuracy_and_per_class(digits, original):
     assert abs((per * counts).sum() / counts.sum() - acc) < 1e-6
     assert metrics.accuracy(original, digits.test_x[:0], digits.test_y[:0]) != metrics.accuracy(
         original, digits.test_x[:0], digits.test_y[:0])  # NaN for an empty set
+
+
+class _Broken(nn.Module):
+    def forward(self, x):
+        return torch.full((len(x), 10), float("nan"))
+
+
+def test_non_finite_logits_raise_a_clear_error(digits):
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        metrics.evaluate(_Broken(), digits, splits.classwise(digits, 0))
+
+
+def test_evaluate_rejects_a_split_of_other_data(digits, original):
+    s = splits.classwise(digits, 0)
+    with pytest.raises(splits.SplitError, match="built for other data"):
+        metrics.evaluate(original, digits.subset(300, 100), s)

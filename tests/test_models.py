@@ -18,7 +18,7 @@ def test_output_shape(name, size):
         assert m(torch.rand(2, 3, size, size)).shape == (2, 10)
 
 
-def test_vgg_matches_reference_notes():
+def test_vgg_matches_protocol():
     m = models.build("vgg16_bn", 10, MEAN, STD)
     pools = sum(isinstance(l, torch.nn.MaxPool2d) for l in m.features)
     convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]

@@ -1,7 +1,5 @@
-"""Data shifts (reference notes §8): corruptions, the elastic reference, PGD, registry and cache."""
+"""Data shifts (docs/protocol.md P8): corruptions, the elastic reference, PGD, registry and cache."""
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from torch import nn
 
 from fvlib import shifts
 from fvlib.data import to_float
+from fvlib.forget_vector import ForgetVector
 
 SIZES = [(32, 4), (112, 2), (224, 1)]  # (side, batch): keep the 224 case tiny
 
@@ -126,75 +125,111 @@ def test_render_cached_hits_and_matches(tmp_cache):
 # ----------------------------------------------------------------------------- PGD
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """small_cnn trained 5 epochs on digits (cached in a tmp dir) and 64 test images."""
-    from fvlib import data as fdata
-    from fvlib.train import TrainConfig, train_original
-    old = os.environ.get("FVLIB_CACHE")
-    os.environ["FVLIB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    try:
-        d = fdata.load("digits")
-        model, _ = train_original("small_cnn", d, TrainConfig(epochs=5, batch_size=128, lr=0.1,
-                                                             schedule="onecycle"), progress=False)
-    finally:
-        os.environ.pop("FVLIB_CACHE") if old is None else os.environ.__setitem__("FVLIB_CACHE", old)
-    return model.eval(), d.test_x[:64], d.test_y[:64]
+def victim(digits, original):
+    """θ_o (smoke recipe, conftest) and 64 digits test images it mostly classifies correctly."""
+    return original.eval(), digits.test_x[:64], digits.test_y[:64]
 
 
-def ce(model, xf, y, delta=None):
+def probs(system, xf, y):
+    """True-label probability (N,) of float images xf (N, 3, H, W) under a system."""
     with torch.no_grad():
-        return nn.functional.cross_entropy(model(xf if delta is None else xf + delta), y).item()
+        return system(xf).softmax(1).gather(1, y[:, None]).squeeze(1)
 
 
-def test_pgd_raises_loss_within_eps(trained):
-    model, x, y = trained
-    eps = 8 / 255
-    adv = shifts.render("pgd", x, seed=0, model=model, y=y, cfg=shifts.ShiftConfig(pgd_quantize=False))
-    x0 = to_float(x)
+def acc(system, xf, y) -> float:
+    with torch.no_grad():
+        return (system(xf).argmax(1) == y).float().mean().item()
+
+
+def harmful_vector(shape=(3, 32, 32)) -> ForgetVector:
+    """A forget vector that wrecks θ_o's predictions (a stand-in for one that forgets everything)."""
+    return ForgetVector(0.3 * torch.sign(torch.randn(shape, generator=torch.Generator().manual_seed(0))))
+
+
+def test_pgd_attack_lowers_accuracy_within_eps_ball(victim):
+    model, x, y = victim
+    x0, eps = to_float(x), 8 / 255
+    adv = shifts.pgd(model, x, y, eps=eps, g=torch.Generator().manual_seed(0))
     assert adv.shape == x0.shape and adv.dtype == torch.float32
-    assert (adv - x0).abs().max().item() <= eps + 1e-6
-    assert adv.min().item() >= 0 and adv.max().item() <= 1
-    assert ce(model, adv, y) > ce(model, x0, y) + 0.5
-    assert torch.equal(adv, shifts.render("pgd", x, seed=0, model=model, y=y,
-                                          cfg=shifts.ShiftConfig(pgd_quantize=False)))
+    assert (adv - x0).abs().max().item() <= eps + 1e-6                # inside the ℓ∞ ball
+    assert adv.min().item() >= 0 and adv.max().item() <= 1            # valid pixels
+    clean, attacked = acc(model, x0, y), acc(model, adv, y)
+    assert clean > 0.9 and attacked < clean - 0.3, (clean, attacked)  # the attack really bites
+    assert probs(model, adv, y).mean() < probs(model, x0, y).mean() - 0.2
+    # a random perturbation of the same size is far weaker: the gradient matters
+    sign = torch.sign(torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)))
+    noise = (x0 + eps * sign).clamp(0, 1)
+    assert acc(model, noise, y) > attacked + 0.2
 
 
-def test_pgd_quantized_slots_in_as_data(trained):
-    model, x, y = trained
-    adv = shifts.render("pgd", x, seed=0, model=model, y=y)         # default: 8-bit as saved sets
-    assert adv.shape == x.shape and adv.dtype == torch.uint8
-    assert (adv.int() - x.int()).abs().max().item() <= 8
-    assert ce(model, to_float(adv), y) > ce(model, to_float(x), y)
-
-
-def test_pgd_with_delta_and_restore(trained):
-    model, x, y = trained
+def test_pgd_restore_raises_true_label_probability(victim):
+    model, x, y = victim
+    system = harmful_vector().wrap(model)                               # sees x + δ: mostly wrong
     x0 = to_float(x)
-    # a harmful "forget vector": the deployed system adds δ after the adversary's perturbation
-    delta = 0.25 * torch.sign(torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    base = ce(model, x0, y, delta)
-    up = shifts.pgd(model, x, y, delta=delta, g=torch.Generator().manual_seed(0))
-    down = shifts.pgd(model, x, y, delta=delta, restore=True, g=torch.Generator().manual_seed(0))
-    assert ce(model, up, y, delta) > base > ce(model, down, y, delta)
-    assert (down - x0).abs().max().item() <= 8 / 255 + 1e-6
+    before = probs(system, x0, y)
+    restored = shifts.pgd(system, x, y, restore=True, g=torch.Generator().manual_seed(0))
+    after = probs(system, restored, y)
+    assert (restored - x0).abs().max().item() <= 8 / 255 + 1e-6
+    assert restored.min().item() >= 0 and restored.max().item() <= 1
+    assert after.mean() > before.mean() + 0.1, (before.mean(), after.mean())
+    assert acc(system, restored, y) > acc(system, x0, y) + 0.1
 
 
-def test_pgd_attack_original_ignores_model_and_delta(trained):
-    model, x, y = trained
+def test_pgd_on_a_wrapped_vector_sees_delta(victim):
+    model, x, y = victim
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    fv = harmful_vector()
+    plain = shifts.pgd(model, x, y, g=g())
+    wrapped = shifts.pgd(fv.wrap(model), x, y, g=g())
+    assert not torch.equal(plain, wrapped)                             # the gradient went through δ
+    # ... and only because of δ: a zero vector gives θ_o's attack bit for bit
+    assert torch.equal(plain, shifts.pgd(ForgetVector(torch.zeros(3, 32, 32)).wrap(model), x, y, g=g()))
+    # restoring against the deployed system (δ known) beats restoring against θ_o alone
+    system = fv.wrap(model)
+    known = shifts.pgd(system, x, y, restore=True, g=g())
+    blind = shifts.pgd(model, x, y, restore=True, g=g())
+    assert probs(system, known, y).mean() > probs(system, blind, y).mean() + 0.05
+
+
+def test_pgd_render_is_seeded_and_quantized_slots_in_as_data(victim):
+    model, x, y = victim
+    adv = shifts.render("pgd", x, seed=0, model=model, y=y)           # default: 8-bit as saved sets
+    assert adv.shape == x.shape and adv.dtype == torch.uint8
+    assert (adv.int() - x.int()).abs().max().item() <= 8              # ε = 8/255 = 8 grey levels
+    assert acc(model, to_float(adv), y) < acc(model, to_float(x), y) - 0.3
+    assert torch.equal(adv, shifts.render("pgd", x, seed=0, model=model, y=y))
+    assert not torch.equal(adv, shifts.render("pgd", x, seed=1, model=model, y=y))
+
+
+def test_pgd_attack_original_ignores_the_system(victim):
+    model, x, y = victim
     cfg = shifts.ShiftConfig(attack_original=True, pgd_quantize=False)
     decoy = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
-    a = shifts.render("pgd", x, seed=0, model=decoy, y=y, delta=torch.ones(3, 32, 32),
-                      cfg=cfg, original=model)
+    a = shifts.render("pgd", x, seed=0, model=harmful_vector().wrap(decoy), y=y, cfg=cfg, original=model)
     b = shifts.render("pgd", x, seed=0, model=model, y=y, cfg=shifts.ShiftConfig(pgd_quantize=False))
     assert torch.equal(a, b)
 
 
-def test_pgd_keeps_model_state_and_params_grad_free(trained):
-    model, x, y = trained
-    model.train()
-    shifts.pgd(model, x[:8], y[:8], g=torch.Generator().manual_seed(0))
-    assert model.training and all(p.grad is None for p in model.parameters())
-    model.eval()
+def test_pgd_restores_modes_flags_and_grads(victim):
+    model, x, y = victim
+    system = harmful_vector().wrap(model)
+    first = next(model.parameters())
+    try:
+        system.train()
+        first.requires_grad_(False)                                     # a caller's own choice
+        grads = [p.grad for p in model.parameters()]
+        shifts.pgd(system, x[:8], y[:8], g=torch.Generator().manual_seed(0))
+        assert system.training and all(m.training for m in model.modules())
+        assert not first.requires_grad and all(p.requires_grad for p in list(model.parameters())[1:])
+        assert all(p.grad is g for p, g in zip(model.parameters(), grads))  # no parameter gradient
+    finally:
+        first.requires_grad_(True)
+        model.eval()
+
+
+def test_pgd_zero_steps_without_start_is_the_clean_image(victim):
+    model, x, y = victim
+    assert torch.equal(shifts.pgd(model, x, y, steps=0, random_start=False), to_float(x))
 
 
 @pytest.mark.parametrize("size", [112, 224])

@@ -47,3 +47,17 @@ def test_union_of_classes(digits):
     s = splits.forget_classes(digits, [1, 2])
     assert torch.equal(s.forget, (digits.train_y == 1) | (digits.train_y == 2))
     assert s.classes == (1, 2)
+
+
+def test_splits_are_checked_against_their_data(digits):
+    s = splits.classwise(digits, 1)
+    assert s.check(digits) is s
+    small = digits.subset(200, 50, seed=1)
+    with pytest.raises(splits.SplitError, match="built for other data"):
+        s.check(small)
+    with pytest.raises(splits.SplitError, match="rounds|is 0 images"):
+        splits.random(small, 0, percent=0.1)
+    tiny = digits.subset(5, 10, seed=0)  # 5 images cannot cover 10 classes
+    missing = next(c for c in range(10) if not (tiny.train_y == c).any())
+    with pytest.raises(splits.SplitError, match="forgets no training image"):
+        splits.classwise(tiny, missing).check(tiny)

@@ -62,3 +62,17 @@ def test_augmentations_are_batched_and_seeded(digits, name):
     assert a.shape == (8, 3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
     with pytest.raises(ValueError, match="valid names"):
         augment.get("mixup")
+
+
+def test_diverged_training_stops_and_caches_nothing(digits):
+    from fvlib.paths import cache_dir
+    before = set(cache_dir().glob("model-*"))
+    cfg = train.TrainConfig(epochs=2, batch_size=128, lr=1e30, schedule="onecycle", seed=7)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train.train_cached("small_cnn", digits, digits.train_y >= 0, cfg, progress=False)
+    assert set(cache_dir().glob("model-*")) == before
+
+
+def test_theta_o_log_reports_train_and_test_accuracy(trained):
+    last = trained[1]["log"][-1]
+    assert 0.9 < last["train_acc"] <= 1.0 and 0.9 < last["test_acc"] <= 1.0

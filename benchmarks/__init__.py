@@ -1,0 +1,1 @@
+"""Speed benchmarks of fvlib (a package so `benchmarks.common` wins over any installed `benchmarks`)."""

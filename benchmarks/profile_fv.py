@@ -1,0 +1,305 @@
+"""Why is fvlib's bf16/channels_last forget-vector loop slower than a plain fp32 eager loop?
+
+python benchmarks/profile_fv.py [PROFILE] [--steps 20] [--top 25]
+
+1. torch.profiler over ~`steps` δ steps of (a) fvlib's `solve` (on a random subset of steps×256
+   training images, one epoch, so the table also holds solve's one-off set-up: δ allocation, the
+   per-epoch log and θ_o's fingerprint), (b) a plain fp32 NCHW eager loop and (c) the same plain
+   loop in bf16 autocast + channels_last; tables of the top ops/kernels by self device time and by
+   self CPU time, kernel launches per step and GPU-busy share of the wall time.
+2. Timings (no profiler) of the plain loop over the device-resident uint8 data for variants:
+   fp32 vs bf16 autocast, channels_last on/off, batch 256 vs 512, TF32 off, augmentation off,
+   cuDNN autotuning on; and fvlib's `solve` itself (batch 256, 512, and with its autocast patched
+   out, fp32) as the difference of a 2-epoch and a 1-epoch solve on the full data (one steady epoch).
+Every variant runs the same objective on the same θ_o with SGD on δ: (augment ->) x + δ -> model
+-> code-form loss -> backward to δ -> step. "bf16" is a no-op on a CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: run uninstalled
+from benchmarks import common  # noqa: E402
+from fvlib import solve, splits  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One plain-loop configuration."""
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    batch: int = 256
+    augment: bool = True
+    tf32: bool = True              # PyTorch's default for cuDNN convolutions
+    cudnn_benchmark: bool = False  # PyTorch's default
+
+
+VARIANTS = (
+    Variant("fp32"), Variant("fp32_cl", channels_last=True),
+    Variant("bf16", bf16=True), Variant("bf16_cl", bf16=True, channels_last=True),
+    Variant("fp32_b512", batch=512), Variant("fp32_cl_b512", channels_last=True, batch=512),
+    Variant("bf16_b512", bf16=True, batch=512),
+    Variant("bf16_cl_b512", bf16=True, channels_last=True, batch=512),
+    Variant("fp32_no_tf32", tf32=False), Variant("fp32_no_aug", augment=False),
+    Variant("bf16_cl_no_aug", bf16=True, channels_last=True, augment=False),
+    Variant("fp32_cudnn_bench", cudnn_benchmark=True),
+    Variant("bf16_cl_cudnn_bench", bf16=True, channels_last=True, cudnn_benchmark=True),
+)
+
+
+def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero pad) + horizontal flip of uint8 (B, H, W, 3) as ONE gather -> float NCHW."""
+    b, h, w, _ = x.shape
+    dev = x.device
+    xp = F.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1, 1), device=dev, generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1, 1), device=dev, generator=g)
+    flip = torch.rand(b, 1, 1, 1, device=dev, generator=g) < 0.5
+    j = torch.arange(w, device=dev).view(1, 1, 1, w)
+    rows = dy + torch.arange(h, device=dev).view(1, 1, h, 1)
+    cols = dx + torch.where(flip, w - 1 - j, j)
+    out = xp[torch.arange(b, device=dev).view(b, 1, 1, 1), torch.arange(3, device=dev).view(1, 3, 1, 1),
+             rows, cols]
+    return out.float().div_(255.0)
+
+
+@contextlib.contextmanager
+def backend(v: Variant):
+    """TF32 / cuDNN-autotune switches of a variant for the block, restored afterwards."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = v.tf32, v.cudnn_benchmark
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
+
+
+def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[], None]:
+    """A closure doing one plain δ step of variant v over random batches of the device-resident data."""
+    dev = data.device
+    fmt = torch.channels_last if v.channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
+    delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
+    opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    g = torch.Generator(device=dev).manual_seed(0)
+    n = len(data.train_y)
+
+    def step() -> None:
+        idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
+        x = crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx])
+        with common.autocast(dev, v.bf16):
+            z = net((x + delta).contiguous(memory_format=fmt))
+        loss = common.fv_objective(z.float(), data.train_y[idx], forget[idx], delta,
+                                   cfg.beta, cfg.tau, cfg.lambda_norm)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _dev_time(e, self_only: bool) -> float:
+    """Device time (µs) of a profiler average across torch versions (device_* vs cuda_* names)."""
+    names = ("self_device_time_total", "self_cuda_time_total") if self_only else \
+        ("device_time_total", "cuda_time_total")
+    for name in names:
+        val = getattr(e, name, None)
+        if val is not None:
+            return float(val)
+    return 0.0
+
+
+# Kernel-name patterns -> category, first match wins (BN and layout before the generic cuDNN match).
+CATEGORIES = (
+    ("layout", ("nchwtonhwc", "nhwctonchw", "transpose", "permute")),
+    ("batchnorm", ("batch_norm", "batchnorm", "bn_fw", "bn_bw", "welford")),
+    ("conv_gemm", ("conv", "cudnn", "xmma", "implicit", "dgrad", "wgrad", "fprop", "gemm", "cutlass",
+                   "sm90", "sm80", "nvjet")),
+    ("copy_cast", ("copy", "cast", "convert")),
+    ("index_random", ("index", "gather", "scatter", "randperm", "random", "philox", "distribution")),
+    ("reduce", ("reduce",)),
+    ("elementwise", ("elementwise", "vectorized")),
+)
+
+
+def by_category(rows: list[dict], steps: int) -> dict[str, float]:
+    """GPU ms per step by kernel category (only rows with self device time, i.e. kernels/copies)."""
+    out: dict[str, float] = {}
+    for r in rows:
+        if r["self_device_ms"] <= 0:
+            continue
+        name = r["name"].lower()
+        cat = next((c for c, pats in CATEGORIES if any(p in name for p in pats)), "other")
+        out[cat] = out.get(cat, 0.0) + r["self_device_ms"] / steps
+    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def profile_run(fn: Callable[[], None], device: torch.device, steps: int, top: int) -> dict:
+    """torch.profiler over fn(): top ops/kernels by self device and self CPU time, launches/step."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    common.sync(device)
+    with profile(activities=acts) as prof:
+        with common.timed(device) as t:
+            fn()
+    avg = prof.key_averages()
+    rows = [{"name": e.key[:120], "count": e.count,
+             "self_device_ms": round(_dev_time(e, True) / 1e3, 3),
+             "device_total_ms": round(_dev_time(e, False) / 1e3, 3),
+             "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3),
+             "cpu_total_ms": round(e.cpu_time_total / 1e3, 3)} for e in avg]
+    busy = sum(r["self_device_ms"] for r in rows)
+    launches = sum(r["count"] for r in rows if "LaunchKernel" in r["name"])
+    wall_ms = t["seconds"] * 1e3
+    return {"steps": steps, "wall_ms": round(wall_ms, 2), "wall_ms_per_step": round(wall_ms / steps, 3),
+            "gpu_busy_ms_per_step": round(busy / steps, 3),
+            "gpu_busy_share": round(busy / wall_ms, 3) if device.type == "cuda" else None,
+            "self_cpu_ms_per_step": round(sum(r["self_cpu_ms"] for r in rows) / steps, 3),
+            "kernel_launches_per_step": round(launches / steps, 1),
+            "gpu_ms_per_step_by_category": by_category(rows, steps),
+            "top_by_self_device": sorted(rows, key=lambda r: -r["self_device_ms"])[:top],
+            "all_kernels": sorted((r for r in rows if r["self_device_ms"] > 0),
+                                  key=lambda r: -r["self_device_ms"]),
+            "top_by_self_cpu": sorted(rows, key=lambda r: -r["self_cpu_ms"])[:top]}
+
+
+def print_profile(title: str, prof: dict, n: int = 12) -> None:
+    """A compact text view of one profile (the JSON has the full tables)."""
+    print(f"--- {title}: wall {prof['wall_ms_per_step']} ms/step, GPU busy "
+          f"{prof['gpu_busy_ms_per_step']} ms/step (share {prof['gpu_busy_share']}), "
+          f"{prof['kernel_launches_per_step']} launches/step", flush=True)
+    print(f"  GPU ms/step by category: {prof['gpu_ms_per_step_by_category']}")
+    for key, col in (("top_by_self_device", "self_device_ms"), ("top_by_self_cpu", "self_cpu_ms")):
+        print(f"  by {col}:")
+        for r in prof[key][:n]:
+            print(f"    {r[col]:10.3f} ms  x{r['count']:<6} {r['name'][:90]}")
+
+
+def subset(data, n: int, seed: int = 0):
+    """A random n-image training subset (test set kept): `steps` batches of fvlib's solve."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train_y), generator=g)[:n].sort().values.to(data.device)
+    return dataclasses.replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx],
+                               fingerprint=f"{data.fingerprint}-fvbench-sub{n}-{seed}")
+
+
+def fvlib_epoch_seconds(model, data, split, cfg) -> float:
+    """One steady fvlib solve epoch on the full data: a 2-epoch minus a 1-epoch solve."""
+    secs = []
+    for epochs in (1, 2):
+        with common.timed(data.device) as t:
+            solve.solve(model, data, split, dataclasses.replace(cfg, epochs=epochs), progress=False)
+        secs.append(t["seconds"])
+    return max(secs[1] - secs[0], 1e-9)
+
+
+@contextlib.contextmanager
+def fvlib_fp32():
+    """fvlib's solver with its bf16 autocast patched out (diagnostic only; skipped if renamed)."""
+    if not hasattr(solve, "autocast"):
+        raise AttributeError("fvlib.solve no longer imports `autocast`; fp32 variant skipped")
+    old = solve.autocast
+    solve.autocast = lambda device: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        solve.autocast = old
+
+
+def fvlib_timings(model, data, split, cfg, flops: float) -> dict:
+    """s/epoch and TFLOP/s of fvlib's solve: as shipped (b256, b512) and with autocast patched out."""
+    n = len(data.train_y)
+    out = {}
+    for name, batch, fp32 in (("fvlib_bf16_cl", 256, False), ("fvlib_bf16_cl_b512", 512, False),
+                              ("fvlib_fp32", 256, True)):
+        c = dataclasses.replace(cfg, batch_size=batch)
+        try:
+            if fp32:  # NCHW weights; fvlib's inputs stay channels_last-strided, so cuDNN may pick NHWC
+                net = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format)
+                with fvlib_fp32():
+                    s = fvlib_epoch_seconds(net, data, split, c)
+            else:
+                s = fvlib_epoch_seconds(model, data, split, c)
+        except AttributeError as err:
+            out[name] = {"skipped": str(err)}
+            continue
+        out[name] = {"batch": batch, "seconds_per_epoch": round(s, 3),
+                     "ms_per_step": round(1e3 * s / math.ceil(n / batch), 3),
+                     "tflops": common.tflops(flops, n, s)}
+        print(f"{name}: {out[name]}", flush=True)
+    return out
+
+
+def plain_timings(model, data, split, cfg, flops: float, steps: int) -> dict:
+    """ms/step, s/epoch and TFLOP/s of every plain-loop variant."""
+    n = len(data.train_y)
+    out = {}
+    for v in VARIANTS:
+        with backend(v):
+            sec = common.time_steps(plain_step(model, data, split.forget, cfg, v), data.device,
+                                    steps, warmup=5 if v.cudnn_benchmark else 3)
+        out[v.name] = {**dataclasses.asdict(v), "ms_per_step": round(sec * 1e3, 3),
+                       "seconds_per_epoch": round(sec * math.ceil(n / v.batch), 3),
+                       "tflops": common.tflops(flops, v.batch, sec)}
+        print(f"{v.name}: {out[v.name]['ms_per_step']} ms/step, "
+              f"{out[v.name]['seconds_per_epoch']} s/epoch, {out[v.name]['tflops']} TFLOP/s", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Profile fvlib's solver and the plain loops, then time the variants."""
+    p = common.parser(__doc__)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args(argv)
+    profile, data = common.load(args.profile)
+    dev = data.device
+    model, _ = common.theta_o(profile, data)
+    cfg = profile.fv
+    split = splits.classwise(data, 0)
+    flops = common.delta_flops_per_image(model, data.image_shape, data.num_classes, dev)
+    result = {"steps": args.steps, "gflop_per_delta_image": round(flops / 1e9, 4),
+              "train_images": len(data.train_y), "profiles": {}}
+
+    sub = subset(data, args.steps * cfg.batch_size)
+    sub_split = splits.classwise(sub, 0)
+    one = dataclasses.replace(cfg, epochs=1)
+    solve.solve(model, sub, sub_split, one, progress=False)  # warm-up
+    runs = {"fvlib_solve": lambda: solve.solve(model, sub, sub_split, one, progress=False)}
+    for v in (VARIANTS[0], VARIANTS[3]):
+        step = plain_step(model, data, split.forget, cfg, v)
+        for _ in range(3):
+            step()  # warm-up
+        runs[f"plain_{v.name}"] = lambda step=step: [step() for _ in range(args.steps)]
+    sub_steps = math.ceil(len(sub.train_y) / cfg.batch_size)  # < steps on a small dataset
+    for name, fn in runs.items():
+        n_steps = sub_steps if name == "fvlib_solve" else args.steps
+        result["profiles"][name] = profile_run(fn, dev, n_steps, args.top)
+        print_profile(name, result["profiles"][name])
+        common.write_result("profile_fv", profile, dev, result, cfg)
+
+    result["fvlib_solve"] = fvlib_timings(model, data, split, cfg, flops)
+    result["plain"] = plain_timings(model, data, split, cfg, flops, args.steps)
+    every = {**result["fvlib_solve"], **result["plain"]}
+    timed_ok = {k: r for k, r in every.items() if "seconds_per_epoch" in r}
+    result["fastest"] = min(timed_ok, key=lambda k: timed_ok[k]["seconds_per_epoch"])
+    path = common.write_result("profile_fv", profile, dev, result, cfg)
+    spe = lambda k: every.get(k, {}).get("seconds_per_epoch")  # noqa: E731
+    common.summary("profile_fv", path, profile=profile.name, fvlib_s_per_epoch=spe("fvlib_bf16_cl"),
+                   fvlib_fp32_s_per_epoch=spe("fvlib_fp32"), plain_fp32=spe("fp32"),
+                   plain_bf16_cl=spe("bf16_cl"), fastest=result["fastest"],
+                   fastest_s_per_epoch=spe(result["fastest"]), device=common.device_slug(dev))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Membership-inference attacks on 1-D features (numpy only, so they run in worker processes).
+
+MIA-Efficacy (docs/protocol.md P6): an RBF-SVC is fit on members (retain, label 1) vs non-members
+(test, label 0) using the true-label confidence, then asked about the forget set; the share of
+forget samples it calls non-member is the efficacy (higher = better unlearning). A loss-threshold
+attack is a second opinion. This module imports no torch: fvlib's study sends the fits to a pool of
+spawned processes that overlap the GPU work.
+"""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+import multiprocessing
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class MIAConfig:
+    """SVC membership attack of the authors' code (docs/protocol.md P6)."""
+    C: float = 3.0                  # SVC(C=3, kernel="rbf", gamma="auto")
+    seed: int = 1                   # RandomState seed for balanced member / non-member draws
+    max_per_side: int | None = None  # optional subsampling of the training sets (off = faithful)
+
+
+def balanced(a: np.ndarray, b: np.ndarray, seed: int, cap: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Draw n = min(|a|, |b|, cap) from each without replacement, each with a fresh RandomState."""
+    n = min(len(a), len(b), cap or len(a))
+    pick = lambda v: v[np.random.RandomState(seed).choice(len(v), n, replace=False)]  # noqa: E731
+    return pick(a), pick(b)
+
+
+def svc_mia(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray,
+            cfg: MIAConfig = MIAConfig()) -> float:
+    """Share of target samples an RBF-SVC (fit on members=1 vs non-members=0) calls non-member.
+
+    Inputs are 1-D features (N,) (e.g. true-label probability). NaN for an empty target.
+    """
+    from sklearn.svm import SVC
+    m, n = balanced(np.asarray(member), np.asarray(nonmember), cfg.seed, cfg.max_per_side)
+    if len(target) == 0:
+        return float("nan")
+    feats = np.concatenate([m, n])[:, None]
+    labels = np.concatenate([np.ones(len(m)), np.zeros(len(n))])
+    clf = SVC(C=cfg.C, kernel="rbf", gamma="auto").fit(feats, labels)
+    return float(1.0 - clf.predict(np.asarray(target)[:, None]).mean())
+
+
+def _threshold(member: np.ndarray, nonmember: np.ndarray, seed: int) -> tuple[float, float]:
+    """(threshold, advantage max(TPR − FPR)) of "loss <= t -> member" on balanced random draws."""
+    m, n = balanced(np.asarray(member), np.asarray(nonmember), seed)
+    m, n = np.sort(m), np.sort(n)
+    cands = np.unique(np.concatenate([m, n]))
+    tpr = np.searchsorted(m, cands, side="right") / len(m)  # vectorised over every candidate
+    fpr = np.searchsorted(n, cands, side="right") / len(n)
+    best = int(np.argmax(tpr - fpr))
+    return float(cands[best]), float(tpr[best] - fpr[best])
+
+
+def threshold_advantage(member: np.ndarray, nonmember: np.ndarray, seed: int = 1) -> float:
+    """How well the best loss threshold separates members from non-members (0 = not at all)."""
+    return _threshold(member, nonmember, seed)[1]
+
+
+def threshold_mia(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray,
+                  seed: int = 1) -> float:
+    """Loss-threshold attack: the loss threshold that best separates balanced random draws of
+    members (low loss) and non-members; share of target (N,) losses above it (called non-member)."""
+    t, _ = _threshold(member, nonmember, seed)
+    return float((np.asarray(target) > t).mean())
+
+
+def attack(features: dict[str, np.ndarray], cfg: MIAConfig) -> dict[str, float]:
+    """{MIA, MIA_loss} from per-sample features: p_retain, p_test, p_forget (true-label
+    probability) and l_retain, l_test, l_forget (cross-entropy), each (N,) float."""
+    f = features
+    return {"MIA": svc_mia(f["p_retain"], f["p_test"], f["p_forget"], cfg),
+            "MIA_loss": threshold_mia(f["l_retain"], f["l_test"], f["l_forget"], cfg.seed)}
+
+
+def pool(workers: int) -> Executor | None:
+    """A process pool for attack() (spawned: no forked CUDA/OpenMP state), or None for workers < 1."""
+    if workers < 1:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def submit(executor: Executor | None, features: dict[str, np.ndarray], cfg: MIAConfig) -> Future:
+    """attack() in the pool, or computed now (a finished Future) when there is no pool."""
+    if executor is not None:
+        return executor.submit(attack, features, cfg)
+    done: Future = Future()
+    done.set_result(attack(features, cfg))
+    return done

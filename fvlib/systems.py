@@ -1,0 +1,120 @@
+"""The unlearned system of (method, split): θ_o itself, θ_o behind a forget vector, or a baseline's
+model — always an nn.Module, produced through the cache (models and vectors are never recomputed).
+
+Methods: "original" (θ_o, no unlearning), "fv" (the forget vector: missing vectors of several
+splits are solved in one batched pass), "cu_fv" (compositional: weights over the class-wise
+vectors, P5) and every baseline of fvlib.unlearn ("retrain", "ft", "rl", ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Sequence
+
+from torch import nn
+
+from fvlib import models, solve, splits, unlearn
+from fvlib.cache import cache_dir, cached_tensors, config_hash, ensure_writable
+from fvlib.forget_vector import ForgetVector
+from fvlib.runtime import prepare_model, timer
+
+if TYPE_CHECKING:
+    from fvlib.config import Profile
+    from fvlib.experiment import Experiment
+
+METHOD_ORDER = ("retrain", "ft", "rl", "ga", "neggrad_plus", "salun", "scrub", "fv")
+VECTOR_METHODS = ("fv", "cu_fv")
+
+
+@dataclasses.dataclass
+class System:
+    """An unlearned system and what it cost: module maps [0, 1] pixels (B, 3, H, W) to logits."""
+    module: nn.Module
+    method: str
+    seconds: float                      # time to produce it (a batched solve's share per vector)
+    vector: ForgetVector | None = None  # the forget vector behind module, for "fv" / "cu_fv"
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def method_config(profile: "Profile", method: str, scenario: str) -> Any:
+    """The config that determines a method's result (part of every record's key)."""
+    if method == "original":
+        return None
+    if method == "fv":
+        return profile.fv_for(scenario)
+    if method == "cu_fv":  # class-wise basis vectors + the weights' optimisation
+        return (profile.fv, profile.fv_random)
+    ucfg = profile.unlearn_cfg()
+    return ucfg.retrain if method == "retrain" else ucfg
+
+
+def _vector_path(ex: "Experiment", kind: str, cfg: Any, split: splits.Split):
+    return cache_dir() / "vectors" / f"{kind}-{config_hash(kind, ex.identity, cfg, split.hash)}.safetensors"
+
+
+def forget_vectors(ex: "Experiment", split_list: Sequence[splits.Split], cfg: solve.FVConfig | None = None,
+                   progress: bool = False) -> list[ForgetVector]:
+    """One forget vector per split through the cache; missing ones are solved in one batch."""
+    cfg = cfg if cfg is not None else ex.profile.fv_for(split_list[0].scenario)
+    paths = [_vector_path(ex, "fv", cfg, s) for s in split_list]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        ensure_writable(cache_dir())
+        solved = solve.solve_many(ex.original, ex.data, [split_list[i] for i in missing], cfg, progress)
+        for i, fv in zip(missing, solved):
+            fv.save(paths[i])
+    return [ForgetVector.load(p, ex.data).to(ex.data.device) for p in paths]
+
+
+def class_vectors(ex: "Experiment", progress: bool = False) -> list[ForgetVector]:
+    """The class-wise forget vectors of every class (the basis of CU-FV and of Fig. 3)."""
+    return forget_vectors(ex, [splits.classwise(ex.data, c) for c in range(ex.data.num_classes)],
+                          ex.profile.fv, progress)
+
+
+def composed_vectors(ex: "Experiment", split_list: Sequence[splits.Split],
+                     progress: bool = False) -> list[ForgetVector]:
+    """CU-FV (P5): weights over all class-wise vectors per split, cached like the vectors."""
+    cfg = method_config(ex.profile, "cu_fv", split_list[0].scenario)
+    paths = [_vector_path(ex, "cufv", cfg, s) for s in split_list]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        ensure_writable(cache_dir())
+        basis = class_vectors(ex, progress)
+        solved = solve.compose(ex.original, ex.data, [split_list[i] for i in missing], basis,
+                               ex.profile.fv_for(split_list[0].scenario), progress)
+        for i, (fv, _w) in zip(missing, solved):
+            fv.save(paths[i])
+    return [ForgetVector.load(p, ex.data).to(ex.data.device) for p in paths]
+
+
+def unlearned_model(ex: "Experiment", method: str, split: splits.Split) -> System:
+    """A baseline's unlearned model through the cache (the seconds are those of the first run)."""
+    cfg = method_config(ex.profile, method, split.scenario)
+    key = config_hash("unlearned", ex.identity, method, cfg, split.hash)
+
+    def compute():
+        with timer(ex.data.device) as t:
+            new = unlearn.run(method, ex.original, ex.data, split, ex.profile.unlearn_cfg())
+        return dict(new.state_dict()), {"seconds": t["seconds"], "method": method}
+    state, meta, hit = cached_tensors(f"unlearned-{method}", key, compute)
+    model = models.build(ex.profile.model, ex.data.num_classes, ex.data.spec.mean, ex.data.spec.std)
+    model.load_state_dict(state)
+    return System(prepare_model(model, ex.data.device).eval(), method, meta["seconds"],
+                  info={"cache_hit": hit})
+
+
+def build(ex: "Experiment", method: str, split_list: Sequence[splits.Split],
+          cfg: solve.FVConfig | None = None, progress: bool = False) -> list[System]:
+    """The system of `method` for each split (cfg overrides the profile's forget-vector config)."""
+    if not split_list:
+        return []
+    if method == "original":
+        return [System(ex.original, method, 0.0) for _ in split_list]
+    if method in VECTOR_METHODS:
+        vecs = (forget_vectors(ex, split_list, cfg, progress) if method == "fv"
+                else composed_vectors(ex, split_list, progress))
+        return [System(v.wrap(ex.original), method, float(v.meta.get("seconds", 0.0)), v,
+                       {k: v.meta[k] for k in ("solve_seconds", "solved_together", "weights") if k in v.meta})
+                for v in vecs]
+    unlearn.get(method)  # an unknown name fails here, listing the valid ones
+    return [unlearned_model(ex, method, s) for s in split_list]

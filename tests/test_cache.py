@@ -1,0 +1,197 @@
+"""Cache files: umask modes, honest read errors, a writable cache checked before computing, read_json."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import stat
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from fvlib.cache import (NotWritableError, atomic_write, cached_tensors, ensure_writable,
+                         load_tensors, read_json, save_tensors, write_json)
+
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    """Run a block under a given umask."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def unprivileged(fn: Callable[[], object]) -> object:
+    """fn() where file permissions apply: as is for a normal user, as `nobody` in a fork under root."""
+    if os.geteuid() != 0:
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop root, run, send back (ok, value-or-exception), never return to pytest
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            outcome = (True, fn())
+        except BaseException as err:  # noqa: BLE001 - shipped to the parent as is
+            outcome = (False, err)
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(pickle.dumps(outcome))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        ok, value = pickle.loads(pipe.read())
+    os.waitpid(pid, 0)
+    if not ok:
+        raise value
+    return value
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder anyone may enter (tmp_path is private to root), so `nobody` meets only our chmods."""
+    folder = Path(tempfile.mkdtemp(prefix="fvlib-test-"))
+    folder.chmod(0o755)
+    yield folder
+    for sub in folder.rglob("*"):
+        if sub.is_dir():
+            sub.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    return {"w": torch.arange(6.0).reshape(2, 3)}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_umask_mode_and_no_temp_is_left(tmp_path, mask):
+    with umask(mask):
+        write_json(tmp_path / "r.json", {"a": 1})
+        save_tensors(tmp_path / "t.safetensors", _tensors(), {"k": 1})
+        atomic_write(tmp_path / "x.txt", lambda p: p.write_text("x"))
+    for name in ("r.json", "t.safetensors", "x.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "t.safetensors", "x.txt"]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "r.json"
+    write_json(path, {"a": 1})
+
+    def boom(p: Path) -> None:
+        p.write_text("{half")
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, boom)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_unreadable_cache_file_reports_permissions_not_corruption(shared_dir):
+    path = shared_dir / "m.safetensors"
+    save_tensors(path, _tensors())
+    path.chmod(0)
+    with pytest.raises(PermissionError) as info:
+        unprivileged(lambda: load_tensors(path))
+    msg = str(info.value)
+    assert str(path) in msg and "permission denied" in msg and "chmod/chown" in msg
+    assert "delete it" not in msg
+
+
+@pytest.mark.parametrize("keep", [0, 5, 40])
+def test_truncated_cache_file_says_delete_and_recompute(tmp_path, keep):
+    path = tmp_path / "m.safetensors"
+    save_tensors(path, _tensors(), {"k": 1})
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(ValueError, match="delete it and recompute"):
+        load_tensors(path)
+
+
+def test_load_tensors_round_trip(tmp_path):
+    save_tensors(tmp_path / "m.safetensors", _tensors(), {"k": [1, 2]})
+    tensors, meta = load_tensors(tmp_path / "m.safetensors")
+    assert torch.equal(tensors["w"], _tensors()["w"]) and meta == {"k": [1, 2]}
+
+
+def test_read_only_cache_fails_before_computing(shared_dir, monkeypatch):
+    cache = shared_dir / "cache"
+    cache.mkdir(mode=0o555)
+    cache.chmod(0o555)
+    monkeypatch.setenv("FVLIB_CACHE", str(cache))
+
+    def compute():
+        raise AssertionError("compute() ran although the result could not be saved")
+    with pytest.raises(NotWritableError) as info:
+        unprivileged(lambda: cached_tensors("model-x", "k1", compute))
+    assert str(cache) in str(info.value) and "FVLIB_CACHE" in str(info.value)
+
+
+def test_read_only_cache_still_serves_hits(shared_dir, monkeypatch):
+    cache = shared_dir / "cache"
+    monkeypatch.setenv("FVLIB_CACHE", str(cache))
+    with umask(0o022):
+        cached_tensors("model-x", "k1", lambda: (_tensors(), {"k": 1}))
+    cache.chmod(0o555)
+    tensors, meta, hit = unprivileged(lambda: cached_tensors("model-x", "k1", lambda: 1 / 0))
+    assert hit and meta == {"k": 1} and torch.equal(tensors["w"], _tensors()["w"])
+
+
+def test_ensure_writable_creates_the_folder_or_names_it(tmp_path):
+    folder = ensure_writable(tmp_path / "a" / "b")
+    assert folder.is_dir() and not list(folder.iterdir())  # the probe file is gone
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotWritableError, match="FVLIB_CACHE") as info:
+        ensure_writable(tmp_path / "file" / "cache", "FVLIB_CACHE")
+    assert str(tmp_path / "file" / "cache") in str(info.value)
+
+
+def test_ensure_writable_of_the_cache_names_fvlib_cache_by_itself(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(NotWritableError, match="set FVLIB_CACHE"):
+        ensure_writable(tmp_path / "file" / "cache" / "records")
+    monkeypatch.setenv("FVLIB_FIGURES", str(tmp_path / "file" / "figures"))
+    with pytest.raises(NotWritableError, match="set FVLIB_FIGURES"):
+        ensure_writable(tmp_path / "file" / "figures" / "smoke")
+
+
+def test_cache_dir_that_cannot_be_created_names_fvlib_cache(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(NotWritableError, match="FVLIB_CACHE"):
+        cached_tensors("model-x", "k1", lambda: (_tensors(), {}))
+
+
+def test_read_json_returns_the_object_and_none_silently_when_missing(tmp_path):
+    write_json(tmp_path / "r.json", {"a": 1, "b": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_json(tmp_path / "r.json", required=["a", "b"]) == {"a": 1, "b": 2}
+        assert read_json(tmp_path / "missing.json", required=["a"]) is None
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty file"),
+    ("  \n", "empty file"),
+    ('{"a": 1, "b": [1, 2', "invalid JSON"),
+    ("\udcff", "invalid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"a": 1}', "missing key"),
+])
+def test_read_json_warns_and_returns_none_for_an_unusable_record(tmp_path, text, reason):
+    path = tmp_path / "r.json"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.warns(UserWarning, match=reason) as record:
+        assert read_json(path, required=("a", "b")) is None
+    assert str(path) in str(record[0].message)
+    assert record[0].filename == __file__  # points at the caller, not at fvlib.cache

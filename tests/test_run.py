@@ -1,0 +1,114 @@
+"""The headless runner's CLI: checks before any kernel starts, one-line failures naming notebook and cell."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fvlib import run
+from fvlib.config import PROFILE_NAMES
+
+
+def make_notebook(path: Path, *cells: str) -> Path:
+    """A notebook with a papermill `parameters` cell followed by the given code cells."""
+    params = new_code_cell('PROFILE: str = "smoke"\nDATA_ROOT: str = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params] + [new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """Temp notebooks/ and runs/ for fvlib.run, and a working folder that is neither."""
+    (tmp_path / "nbs").mkdir()
+    make_notebook(tmp_path / "nbs" / "01_fail.ipynb", "x = 1", 'raise ValueError(f"boom {DATA_ROOT}")')
+    make_notebook(tmp_path / "nbs" / "02_dead.ipynb", "x = 1", "import os\nos._exit(1)", "y = 2")
+    monkeypatch.setattr(run, "NOTEBOOKS", tmp_path / "nbs")
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    (tmp_path / "work" / "mydata").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    return tmp_path
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as info:
+        run.main(argv)
+    return info.value.code
+
+
+def test_help_exits_0_and_creates_nothing(project, capsys):
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--only" in out and "--timeout" in out and all(p in out for p in PROFILE_NAMES)
+    assert not (project / "runs").exists()
+
+
+def test_unknown_profile_exits_2_with_the_valid_names_and_creates_nothing(project, capsys):
+    assert _exit_code(["bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and all(p in err for p in PROFILE_NAMES)
+    assert not (project / "runs").exists()
+    with pytest.raises(ValueError, match="unknown profile"):
+        run.run_all("bogus")
+    assert not (project / "runs").exists()
+
+
+def test_entry_point_rejects_an_unknown_profile_before_starting(tmp_path):
+    env = {**os.environ, "FVLIB_ROOT": str(tmp_path)}  # runs/ would appear under tmp_path
+    done = subprocess.run([sys.executable, "-m", "fvlib.run", "bogus"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "invalid choice: 'bogus'" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_relative_data_root_is_resolved_against_the_callers_folder(project):
+    expected = str(project / "work" / "mydata")
+    assert run.parse_args(["quick", "mydata"]).data_root == expected
+    assert run.parse_args(["quick", "--data-root", "mydata"]).data_root == expected
+    assert run.parse_args(["quick", ""]).data_root is None  # `make run DATA_ROOT=` passes nothing
+
+
+def test_missing_data_root_or_prefix_exits_2_before_starting(project, capsys):
+    assert _exit_code(["smoke", "nowhere"]) == 2
+    assert str(project / "work" / "nowhere") in capsys.readouterr().err
+    assert _exit_code(["smoke", "--only", "99"]) == 2
+    assert "01_fail.ipynb" in capsys.readouterr().err
+    assert not (project / "runs").exists()
+
+
+def test_a_kernel_that_cannot_start_is_one_line_too(project):
+    with pytest.raises(run.NotebookFailed) as info:
+        run.run_all(only=["01"], kernel_name="no-such-kernel")
+    msg = str(info.value)
+    assert "\n" not in msg and "01_fail.ipynb" in msg and "cell unknown" in msg
+    assert "NoSuchKernel" in msg
+
+
+def _failure_line(capfd) -> str:
+    """The runner's one stderr line; the 30-line traceback must not be there."""
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_failing_cell_is_named_with_notebook_cell_and_error(project, capfd):
+    assert run.main(["smoke", "mydata", "--only", "01"]) == 1
+    line = _failure_line(capfd)
+    assert "01_fail.ipynb, cell 3 `raise ValueError" in line
+    assert f"ValueError: boom {project / 'work' / 'mydata'}" in line  # absolute, seen by the kernel
+    assert str(project / "runs" / "smoke" / "01_fail.ipynb") in line
+
+
+def test_dead_kernel_is_named_with_notebook_and_last_started_cell(project, capfd):
+    assert run.main(["smoke", "--only", "02"]) == 1
+    line = _failure_line(capfd)
+    assert "02_dead.ipynb, cell 3 `import os`" in line and "DeadKernelError" in line
