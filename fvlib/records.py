@@ -74,7 +74,8 @@ def grid(ex: "Experiment", kind: str, method: str, split_list: Sequence[Split], 
         ensure_writable(cache_dir())
     built = systems.build(ex, method, [split_list[i] for i in todo], cfg, progress)
     pending = []
-    for i, system in tqdm(list(zip(todo, built)), desc=f"{kind}: {method}", disable=not progress, leave=False):
+    for i, system in tqdm(list(zip(todo, built)), desc=f"{kind}: {method}", disable=not (progress and todo),
+                          leave=False):
         for it in (it for it in items if it not in done[i]):
             with timer(ex.data.device) as t:
                 out = compute(system, split_list[i], it)

@@ -28,6 +28,9 @@ def test_notebook_has_no_outputs_and_one_literal_parameters_cell(path):
     for node in ast.parse("".join(tagged[0]["source"])).body:
         assert isinstance(node, ast.AnnAssign) and node.target.id.isupper()
         ast.literal_eval(node.value)  # plain literals only
+    names = [node.target.id for node in ast.parse("".join(tagged[0]["source"])).body]
+    import papermill as pm  # papermill's own parser, which `make run` uses to pass parameters
+    assert list(pm.inspect_notebook(str(path))) == names, "a comment papermill cannot parse hides a parameter"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     src = "\n".join("".join(c["source"]) for c in code)
     assert not re.search(r"^\s*(def|class) ", src, re.M), "notebooks define no functions or classes"
