@@ -8,7 +8,7 @@ vectors, P5) and every baseline of fvlib.unlearn ("retrain", "ft", "rl", ...).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from torch import nn
 
@@ -47,22 +47,25 @@ def method_config(profile: "Profile", method: str, scenario: str) -> Any:
     return ucfg.retrain if method == "retrain" else ucfg
 
 
-def _vector_path(ex: "Experiment", kind: str, cfg: Any, split: splits.Split):
-    return cache_dir() / "vectors" / f"{kind}-{config_hash(kind, ex.identity, cfg, split.hash)}.safetensors"
+def _cached_vectors(ex: "Experiment", kind: str, cfg: Any, split_list: Sequence[splits.Split],
+                    solve_missing: Callable[[list[splits.Split]], list[ForgetVector]]) -> list[ForgetVector]:
+    """One vector per split from cache_dir()/vectors; the missing ones come from one solve_missing call."""
+    paths = [cache_dir() / "vectors" / f"{kind}-{config_hash(kind, ex.identity, cfg, s.hash)}.safetensors"
+             for s in split_list]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        ensure_writable(cache_dir())
+        for i, fv in zip(missing, solve_missing([split_list[i] for i in missing])):
+            fv.save(paths[i])
+    return [ForgetVector.load(p, ex.data).to(ex.data.device) for p in paths]
 
 
 def forget_vectors(ex: "Experiment", split_list: Sequence[splits.Split], cfg: solve.FVConfig | None = None,
                    progress: bool = False) -> list[ForgetVector]:
     """One forget vector per split through the cache; missing ones are solved in one batch."""
     cfg = cfg if cfg is not None else ex.profile.fv_for(split_list[0].scenario)
-    paths = [_vector_path(ex, "fv", cfg, s) for s in split_list]
-    missing = [i for i, p in enumerate(paths) if not p.exists()]
-    if missing:
-        ensure_writable(cache_dir())
-        solved = solve.solve_many(ex.original, ex.data, [split_list[i] for i in missing], cfg, progress)
-        for i, fv in zip(missing, solved):
-            fv.save(paths[i])
-    return [ForgetVector.load(p, ex.data).to(ex.data.device) for p in paths]
+    return _cached_vectors(ex, "fv", cfg, split_list,
+                           lambda todo: solve.solve_many(ex.original, ex.data, todo, cfg, progress))
 
 
 def class_vectors(ex: "Experiment", progress: bool = False) -> list[ForgetVector]:
@@ -75,16 +78,12 @@ def composed_vectors(ex: "Experiment", split_list: Sequence[splits.Split],
                      progress: bool = False) -> list[ForgetVector]:
     """CU-FV (P5): weights over all class-wise vectors per split, cached like the vectors."""
     cfg = method_config(ex.profile, "cu_fv", split_list[0].scenario)
-    paths = [_vector_path(ex, "cufv", cfg, s) for s in split_list]
-    missing = [i for i, p in enumerate(paths) if not p.exists()]
-    if missing:
-        ensure_writable(cache_dir())
-        basis = class_vectors(ex, progress)
-        solved = solve.compose(ex.original, ex.data, [split_list[i] for i in missing], basis,
-                               ex.profile.fv_for(split_list[0].scenario), progress)
-        for i, (fv, _w) in zip(missing, solved):
-            fv.save(paths[i])
-    return [ForgetVector.load(p, ex.data).to(ex.data.device) for p in paths]
+
+    def solve_missing(todo: list[splits.Split]) -> list[ForgetVector]:
+        fv_cfg = ex.profile.fv_for(todo[0].scenario)
+        return [fv for fv, _w in solve.compose(ex.original, ex.data, todo, class_vectors(ex, progress),
+                                               fv_cfg, progress)]
+    return _cached_vectors(ex, "cufv", cfg, split_list, solve_missing)
 
 
 def unlearned_model(ex: "Experiment", method: str, split: splits.Split) -> System:
