@@ -48,6 +48,8 @@ class Profile:
     lambda2s: tuple[float, ...] = LAMBDA2S  # Fig. A3 grid columns
     sweep_trials: int | None = None    # trials per sweep point (None: trials)
     sweep_epochs: int | None = None    # forget-vector epochs in sweeps (None: the profile's)
+    dev_holdout: int = 5000            # development split: training images held out as its test set
+    dev_seed: int = 0                  # which images are held out (fvlib.setup(..., development=True))
 
     def unlearn_cfg(self) -> UnlearnConfig:
         """Baseline settings; Retrain reuses the original model's recipe unless overridden."""
@@ -92,7 +94,7 @@ PROFILES: dict[str, Profile] = {
                      trials=3, eval_batch_size=512, pgd_max_eval=64,
                      fv=FVConfig(epochs=10), fv_random=FVConfig(epochs=10, beta=1.0, lambda1=1.0),
                      taus=(0.0, 1.0, 2.0), lambda1s=(1.0, 3.0), lambda2s=(0.0, 1.0),
-                     sweep_trials=2, sweep_epochs=2),
+                     sweep_trials=2, sweep_epochs=2, dev_holdout=300),
     "quick": Profile("quick", "cifar10", "resnet18", FAST_CIFAR, trials=10),
     "paper": Profile("paper", "cifar10", "resnet18", TrainConfig(), trials=10),
     "quick_imagenet10": Profile("quick_imagenet10", "imagenet10", "vgg16_bn", FAST_IMAGENET10,

@@ -114,6 +114,20 @@ class ImageData:
                                    test_x=self.test_x[te], test_y=self.test_y[te],
                                    fingerprint=f"{self.fingerprint}-sub{n_train}-{n_test}-{seed}")
 
+    def holdout(self, n: int, seed: int = 0) -> "ImageData":
+        """A development split: n seeded training images become the test set, the rest the
+        training set; the real test set is dropped, so choices made on it never see test images."""
+        total = len(self.train_y)
+        if not 0 < n < total:
+            raise ValueError(f"holdout needs 0 < n < {total} (the training images of {self.name}), got {n}; "
+                             f"set the profile's dev_holdout accordingly")
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(total, generator=g)
+        held, kept = perm[:n].sort().values.to(self.device), perm[n:].sort().values.to(self.device)
+        return dataclasses.replace(self, train_x=self.train_x[kept], train_y=self.train_y[kept],
+                                   test_x=self.train_x[held], test_y=self.train_y[held],
+                                   fingerprint=f"{self.fingerprint}-holdout{n}-{seed}")
+
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 1]; the permute keeps channels_last strides."""

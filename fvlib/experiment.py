@@ -22,6 +22,7 @@ class Experiment:
     data: ImageData
     original: nn.Module
     info: dict  # θ_o: log (per epoch, last row with train_acc / test_acc), seconds, cache_hit
+    development: bool = False  # data is the development split (held-out training images as test set)
     identity: tuple = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,7 +38,8 @@ class Experiment:
         last = (self.info.get("log") or [{}])[-1]
         return {"fingerprint": self.identity[1], "arch": self.profile.model,
                 "train_acc": last.get("train_acc"), "test_acc": last.get("test_acc"),
-                "train_seconds": self.info.get("seconds"), "recipe": self.profile.train}
+                "train_seconds": self.info.get("seconds"), "recipe": self.profile.train,
+                "development": self.development}
 
     def trials(self, n: int | None = None) -> list[int]:
         """Trial ids 0..n-1 (n = 0 or None: the profile's number of trials)."""
@@ -55,7 +57,8 @@ class Experiment:
     def provenance(self, **extra: Any) -> dict:
         """Provenance of anything this experiment produces: code, device, profile, data, θ_o."""
         return provenance(None, self.data.device, profile=self.profile.name, dataset=self.data.name,
-                          data_fingerprint=self.data.fingerprint, theta_o=self.theta_o(), **extra)
+                          data_fingerprint=self.data.fingerprint, development=self.development,
+                          theta_o=self.theta_o(), **extra)
 
     def save(self, fig: Figure, name: str, numbers: Any, settings: Any = None,
              seconds: float | None = None) -> dict[str, Path]:
@@ -74,13 +77,20 @@ class Experiment:
 
 
 def setup(profile: str | config.Profile = "smoke", data_root: str | None = None, progress: bool = True,
-          **overrides: Any) -> Experiment:
-    """Profile (by name or object) + its data + θ_o (trained once, then from the cache)."""
+          development: bool = False, **overrides: Any) -> Experiment:
+    """Profile (by name or object) + its data + θ_o (trained once, then from the cache).
+
+    development=True: the development split instead (profile.dev_holdout seeded training images
+    are its test set, the real test set is not loaded into it) with its own θ_o, for choices that
+    the final test-set numbers must not see.
+    """
     prof = config.get_profile(profile) if isinstance(profile, str) else profile
     if data_root:
         overrides["data_root"] = os.path.abspath(os.path.expanduser(data_root))
     prof = prof.replace(**overrides) if overrides else prof
     data = config.load_data(prof)
+    if development:
+        data = data.holdout(prof.dev_holdout, prof.dev_seed)
     model, info = train.train_original(prof.model, data, prof.train, progress)
-    return Experiment(prof, data, model, info)
+    return Experiment(prof, data, model, info, development)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 METHODS = {"original": "Origin", "retrain": "Retrain", "ft": "FT", "rl": "RL", "ga": "GA",
            "neggrad_plus": "NegGrad+", "salun": "SalUn", "scrub": "SCRUB", "fv": "FV (ours)",
-           "cu_fv": "CU-FV"}
+           "fv_plus": "FV+ (dev-tuned)", "cu_fv": "CU-FV"}
 SHIFTS = {"benign": "Benign", "gn1": "GN1", "gn2": "GN2", "et1": "ET1", "et2": "ET2", "pgd": "PGD"}
 SCENARIOS = {"classwise": "class-wise forgetting", "random": "random forgetting"}
 

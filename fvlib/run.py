@@ -1,12 +1,14 @@
 """Headless runner: execute notebooks/NN_*.ipynb in order with papermill into runs/<profile>/.
 
-Usage: python -m fvlib.run [PROFILE] [DATA_ROOT] [--only 00 02] [--timeout SECONDS]
-(the Makefile's `make run` calls this). A failing notebook stops the run with one line naming the
+Usage: python -m fvlib.run [PROFILE] [DATA_ROOT] [--only 00 02] [--timeout SECONDS] [-p NAME=VALUE ...]
+(the Makefile's `make run` calls this). `-p` sets a notebook parameter (a Python literal, else a
+string) in every chosen notebook that declares it. A failing notebook stops the run with one line naming the
 notebook and the cell; the executed copy in runs/<profile>/ holds the full traceback.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -93,17 +95,43 @@ def _execute(nb: Path, out: Path, params: dict, timeout: int | None, kernel: str
                              f"{_describe(err)} (executed copy: {out})") from err
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    """'NAME=VALUE' -> (NAME, VALUE as a Python literal, else the string)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise ValueError(f"notebook parameter {text!r} is not NAME=VALUE (e.g. -p DEV_TRIALS=3)")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def check_params(extra: dict, chosen: Sequence[Path]) -> None:
+    """Raise ValueError for a parameter that no chosen notebook declares (a typo would be ignored)."""
+    import papermill as pm
+    declared = set().union(*(pm.inspect_notebook(str(nb)) for nb in chosen))
+    unknown = sorted(set(extra) - declared)
+    if unknown:
+        raise ValueError(f"no chosen notebook declares {', '.join(unknown)}; declared: "
+                         + ", ".join(sorted(declared)))
+
+
 def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int | None = 3600,
             only: Sequence[str] | None = None, folder: Path | None = None,
-            out_dir: Path | None = None, kernel_name: str = "python3") -> list[dict]:
-    """Execute the notebooks in order into out_dir (runs/<profile>/); returns their timings."""
+            out_dir: Path | None = None, kernel_name: str = "python3",
+            extra: dict | None = None) -> list[dict]:
+    """Execute the notebooks in order into out_dir (runs/<profile>/); returns their timings.
+
+    extra: notebook parameters beyond PROFILE / DATA_ROOT, each passed to the notebooks declaring it."""
     if profile not in PROFILE_NAMES:  # check everything before the first kernel starts
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
     data_root = resolve_data_root(data_root)
     chosen = select(only, folder)
+    if extra:
+        check_params(extra, chosen)
     out_dir = out_dir or RUNS / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
+    params = {**(extra or {}), "PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
     done = []
     for nb in chosen:
         start = time.perf_counter()
@@ -128,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only notebooks whose name starts with these prefixes, e.g. --only 00 02")
     p.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
                    help="limit per notebook cell (default 3600; 0 = no limit)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a notebook parameter (Python literal or string), e.g. -p DEV_TRIALS=3; repeatable")
     return p
 
 
@@ -139,7 +169,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("DATA_ROOT given twice (argument and --data-root) with different values")
     try:
         args.data_root = resolve_data_root(args.data_root_flag or args.data_root)
-        select(args.only)
+        chosen = select(args.only)
+        args.extra = dict(parse_param(t) for t in args.param)
+        if {"PROFILE", "DATA_ROOT"} & set(args.extra):
+            raise ValueError("set PROFILE and DATA_ROOT as arguments, not with -p")
+        if args.extra:
+            check_params(args.extra, chosen)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     return args
@@ -149,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the notebooks, then build the reproduction report; 1 (one line on stderr) on a failure."""
     args = parse_args(argv)
     try:
-        timings = run_all(args.profile, args.data_root, args.timeout, args.only)
+        timings = run_all(args.profile, args.data_root, args.timeout, args.only, extra=args.extra)
     except NotebookFailed as err:
         print(err, file=sys.stderr)
         return 1

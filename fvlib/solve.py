@@ -5,6 +5,7 @@ under all K perturbations at once. A problem is (forget mask, parameters -> δ, 
   * `solve_many`: K free vectors δ_k (K, 3, H, W)  — e.g. all 10 classes or 10 random splits;
   * `compose`:   K weight vectors w_k over a frozen basis of M vectors, δ_k = Σ_m w_km δ_m (CU-FV).
 The loss is one of the named objectives in OBJECTIVES (the code form, the paper's Eq. 4, ...).
+Options beyond the paper: distillation targets from θ_o ("distill"), projected steps onto a ball.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fvlib import augment, models
-from fvlib.data import ImageData, batch_indices
+from fvlib.data import ImageData, batch_indices, to_float
 from fvlib.forget_vector import ForgetVector, perturb, stack
 from fvlib.provenance import to_jsonable
 from fvlib.runtime import autocast, generator, timer
 from fvlib.splits import Split
+
+BALLS = ("l2", "linf")
+DISTILL_TARGETS = ("view", "clean")
 
 # Per-class Beta the authors used for class-wise vectors (docs/protocol.md P4.2).
 CIFAR10_CLASS_BETA = (3.0, 8.0, 4.0, 5.0, 5.0, 6.0, 3.0, 7.0, 4.0, 10.0)
@@ -45,7 +49,11 @@ class FVConfig:
     lambda1: float = 3.0          # paper form: retain-CE weight λ1 (3 CIFAR cls, 5 INet cls, 1 random)
     lambda2: float = 1.0          # paper form: weight of ‖δ‖₂² (λ2)
     squared_norm: bool | None = None  # None: unsquared for "code"/"distill", squared for "paper"
-    temperature: float = 1.0      # distill: softmax temperature of the KL to θ_o's clean predictions
+    temperature: float = 1.0      # distill: softmax temperature of the KL to θ_o's predictions
+    distill_targets: str = "view"  # distill: θ_o on the same augmented view ("view", +1 forward per
+                                   # step) or on the un-augmented image, computed once ("clean")
+    radius: float | None = None   # projected steps: after each step δ is projected onto this ball
+    ball: str = "l2"              # the ball of `radius`: "l2" (‖δ‖₂ ≤ r) or "linf" (|δ| ≤ r per pixel)
     clamp: bool = False           # clip x + δ to [0, 1] (off: the authors never clamp, D3)
     augment: str | None = None    # training view (None: dataset default, as P1.3)
     seed: int = 1                 # batch order / augmentation (authors' train_seed)
@@ -63,6 +71,12 @@ class FVConfig:
             raise ValueError(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.radius is not None and not self.radius > 0:
+            raise ValueError(f"radius must be > 0 (or None: no projection), got {self.radius}")
+        if self.ball not in BALLS:
+            raise ValueError(f"unknown ball {self.ball!r}; valid: {', '.join(BALLS)}")
+        if self.distill_targets not in DISTILL_TARGETS:
+            raise ValueError(f"unknown distill_targets {self.distill_targets!r}; valid: {', '.join(DISTILL_TARGETS)}")
         return self
 
 
@@ -158,6 +172,23 @@ def _norm(params: torch.Tensor, squared: bool) -> torch.Tensor:
     return n * n if squared else n
 
 
+def project(params: torch.Tensor, radius: float, ball: str) -> torch.Tensor:
+    """Each of the K perturbations (K, 3, H, W) projected onto the ℓ2 or ℓ∞ ball of the radius."""
+    if ball == "linf":
+        return params.clamp(-radius, radius)
+    norm = params.flatten(1).norm(dim=1).clamp(min=1e-12)
+    return params * (radius / norm).clamp(max=1.0).view(-1, *([1] * (params.dim() - 1)))
+
+
+def clean_logits(model: nn.Module, data: ImageData, batch_size: int = 1024) -> torch.Tensor:
+    """θ_o's logits (N, C) on every un-augmented training image (the "clean" distillation targets)."""
+    out = []
+    with torch.no_grad(), autocast(data.device):
+        for x in data.train_x.split(batch_size):
+            out.append(model(to_float(x)).float())
+    return torch.cat(out)
+
+
 def _step_logits(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, cfg: FVConfig) -> torch.Tensor:
     """Logits (K, B, C) of the batch x (B, 3, H, W) under each of the K perturbations δ (K, 3, H, W)."""
     xk = perturb(x[None], delta[:, None], cfg.clamp)                   # (K, B, 3, H, W)
@@ -176,6 +207,8 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
     g = generator(cfg.seed, "forget-vector", dev)
     aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
     idx = torch.arange(len(data.train_y), device=dev)
+    distill = cfg.objective == "distill"
+    targets = clean_logits(model, data) if distill and cfg.distill_targets == "clean" else None
     log = []
     for epoch in tqdm(range(cfg.epochs), desc="forget vector", disable=not progress, leave=False):
         sums = None
@@ -183,7 +216,9 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
             x, y = aug(data.train_x[bidx], g), data.train_y[bidx]
             z = _step_logits(model, x, prob.to_delta(prob.params), cfg)
             z0 = None
-            if cfg.objective == "distill":  # θ_o's clean prediction is the retain target
+            if targets is not None:
+                z0 = targets[bidx]
+            elif distill:  # θ_o's prediction of the unperturbed view is the retain target
                 with torch.no_grad(), autocast(dev):
                     z0 = model(x).float()
             loss, parts = batch_loss(z, y, prob.forget[:, bidx], _norm(prob.params, squared),
@@ -191,6 +226,9 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()                                    # problems are independent
             opt.step()
+            if cfg.radius is not None:  # projected step: δ stays inside the ball
+                with torch.no_grad():
+                    prob.params.copy_(project(prob.params, cfg.radius, cfg.ball))
             sums = {k: v.detach() + (sums[k] if sums else 0) for k, v in parts.items()}
         sched.step()
         if not torch.isfinite(sums["loss"]).all():  # checked per epoch: no host sync per step
@@ -264,6 +302,9 @@ def compose(model: nn.Module, data: ImageData, splits: Sequence[Split], basis: S
     forget, betas = _problems(data, splits, cfg)
     if not basis:
         raise ValueError("compose needs at least one basis vector")
+    if cfg.radius is not None:
+        raise ValueError("compose learns weights over a basis, not δ itself: a radius (projected δ) "
+                         "does not apply; pass a config with radius=None")
     base = stack(list(basis)).to(data.device)                         # (M, 3, H, W)
     w = torch.zeros(len(splits), len(base), device=data.device, requires_grad=True)
     to_delta = lambda p: torch.einsum("km,mchw->kchw", p, base)       # noqa: E731

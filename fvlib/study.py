@@ -8,7 +8,7 @@ SVC fits run in a process pool while the GPU goes on with the next system.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
@@ -37,8 +37,13 @@ def _write_manifests(ex: "Experiment", split_list: Sequence[Split]) -> None:
 
 
 def run_study(ex: "Experiment", scenario: str, methods: Sequence[str] = METHOD_ORDER,
-              trials: Sequence[int] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Every (method, trial) record of one scenario (cached/resumed), as a tidy DataFrame."""
+              trials: Sequence[int] | None = None, progress: bool = True,
+              configs: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Every (method, trial) record of one scenario (cached/resumed), as a tidy DataFrame.
+
+    configs: a method's config where the profile has none or should be overridden (e.g.
+    {"fv_plus": selection.config}); it is part of the records' key."""
+    configs = configs or {}
     split_list = ex.splits(scenario, trials)
     _write_manifests(ex, split_list)
     cfg, bs = metrics.MIAConfig(), ex.profile.eval_batch_size
@@ -49,7 +54,7 @@ def run_study(ex: "Experiment", scenario: str, methods: Sequence[str] = METHOD_O
         rows = []
         for method in methods:
             rows += records.grid(ex, "study", method, split_list, [None], compute, lambda _: (cfg,),
-                                 progress=progress)
+                                 cfg=configs.get(method), progress=progress)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -2,8 +2,9 @@
 model — always an nn.Module, produced through the cache (models and vectors are never recomputed).
 
 Methods: "original" (θ_o, no unlearning), "fv" (the forget vector: missing vectors of several
-splits are solved in one batched pass), "cu_fv" (compositional: weights over the class-wise
-vectors, P5) and every baseline of fvlib.unlearn ("retrain", "ft", "rl", ...).
+splits are solved in one batched pass), "fv_plus" (a forget vector of a config given by the caller:
+the development-chosen variant of fvlib.selection), "cu_fv" (compositional: weights over the
+class-wise vectors, P5) and every baseline of fvlib.unlearn ("retrain", "ft", "rl", ...).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from fvlib.experiment import Experiment
 
 METHOD_ORDER = ("retrain", "ft", "rl", "ga", "neggrad_plus", "salun", "scrub", "fv")
-VECTOR_METHODS = ("fv", "cu_fv")
+VECTOR_METHODS = ("fv", "fv_plus", "cu_fv")
 
 
 @dataclasses.dataclass
@@ -41,6 +42,9 @@ def method_config(profile: "Profile", method: str, scenario: str) -> Any:
         return None
     if method == "fv":
         return profile.fv_for(scenario)
+    if method == "fv_plus":
+        raise ValueError("fv_plus has no config in the profile: pass the chosen FVConfig "
+                         "(run_study(..., configs={'fv_plus': selection.config}))")
     if method == "cu_fv":  # class-wise basis vectors + the weights' optimisation
         return (profile.fv, profile.fv_random)
     ucfg = profile.unlearn_cfg()
@@ -110,8 +114,10 @@ def build(ex: "Experiment", method: str, split_list: Sequence[splits.Split],
     if method == "original":
         return [System(ex.original, method, 0.0) for _ in split_list]
     if method in VECTOR_METHODS:
-        vecs = (forget_vectors(ex, split_list, cfg, progress) if method == "fv"
-                else composed_vectors(ex, split_list, progress))
+        if method == "fv_plus" and cfg is None:
+            method_config(ex.profile, method, split_list[0].scenario)  # raises: says what to pass
+        vecs = (composed_vectors(ex, split_list, progress) if method == "cu_fv"
+                else forget_vectors(ex, split_list, cfg, progress))
         return [System(v.wrap(ex.original), method, float(v.meta.get("seconds", 0.0)), v,
                        {k: v.meta[k] for k in ("solve_seconds", "solved_together", "weights") if k in v.meta})
                 for v in vecs]

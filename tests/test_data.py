@@ -367,3 +367,19 @@ def test_truncated_archive_is_named(digits, tmp_path):
     cut.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(data.CorruptArchive, match=r"cannot open archive .*cut.tar.xz.*truncated"):
         data.load("cifar10", root=cut)
+
+
+def test_holdout_is_a_seeded_development_split(digits):
+    dev = digits.holdout(300, seed=0)
+    assert len(dev.train_y) == len(digits.train_y) - 300 and len(dev.test_y) == 300
+    assert dev.fingerprint != digits.fingerprint and dev.holdout(10).fingerprint != dev.fingerprint
+    # every held-out image is a training image, none is a real test image, and train ∩ held = ∅
+    rows = {bytes(x.numpy().tobytes()) for x in digits.train_x}
+    held = [bytes(x.numpy().tobytes()) for x in dev.test_x]
+    kept = {bytes(x.numpy().tobytes()) for x in dev.train_x}
+    assert all(h in rows for h in held) and not kept & set(held)
+    assert torch.equal(digits.holdout(300, seed=0).test_x, dev.test_x)          # seeded
+    assert not torch.equal(digits.holdout(300, seed=1).test_x, dev.test_x)
+    for bad in (0, len(digits.train_y)):
+        with pytest.raises(ValueError, match="dev_holdout"):
+            digits.holdout(bad)

@@ -238,3 +238,46 @@ def test_per_class_beta_table(digits):
     fake = [splits.classwise(digits, k) for k in (0, 9)]
     assert cfg.betas(fake) == [3.0, 10.0] and CFG.betas(fake) == [3.0, 3.0]
     assert config.get_profile("quick_imagenet10").fv.betas(fake) == [10.0, 5.0]
+
+
+def test_project_onto_balls_by_hand():
+    p = torch.tensor([[[[3.0, 4.0]]], [[[0.3, 0.4]]]])              # (K=2, 1, 1, 2): norms 5 and 0.5
+    out = solve.project(p, 1.0, "l2")
+    assert torch.allclose(out[0], p[0] / 5) and torch.equal(out[1], p[1])  # inside the ball: unchanged
+    assert torch.equal(solve.project(p, 0.35, "linf"), p.clamp(-0.35, 0.35))
+
+
+@pytest.mark.parametrize("ball", ["l2", "linf"])
+def test_radius_bounds_every_vector(digits, original, many, ball):
+    free = max(v.norm for v in many)
+    r = 0.3 * free if ball == "l2" else 0.05
+    cfg = dataclasses.replace(CFG, epochs=2, radius=r, ball=ball)
+    vs = solve.solve_many(original, digits, [splits.classwise(digits, k) for k in (1, 2)], cfg, progress=False)
+    for v in vs:
+        size = v.delta.norm() if ball == "l2" else v.delta.abs().max()
+        assert size <= r * (1 + 1e-5), (ball, float(size), r)
+    assert max(float(v.delta.norm()) for v in vs) < free
+
+
+def test_clean_distillation_targets(digits, original):
+    x = digits.train_x[:5]
+    from fvlib.data import to_float
+    assert torch.allclose(solve.clean_logits(original, digits)[:5], original(to_float(x)), atol=1e-5)
+    # with no augmentation the view is the clean image: both target kinds give the same δ
+    split = splits.classwise(digits, 2)
+    base = dataclasses.replace(CFG, epochs=2, objective="distill", augment="none")
+    view = solve.solve(original, digits, split, base, progress=False)
+    clean = solve.solve(original, digits, split, dataclasses.replace(base, distill_targets="clean"),
+                        progress=False)
+    assert torch.allclose(view.delta, clean.delta, atol=1e-4)
+
+
+def test_bad_projection_and_target_settings_raise(digits, original, many):
+    split = splits.classwise(digits, 2)
+    for bad, match in (({"radius": 0.0}, "radius must be > 0"), ({"radius": 1.0, "ball": "l3"}, "unknown ball"),
+                       ({"distill_targets": "labels"}, "unknown distill_targets")):
+        with pytest.raises(ValueError, match=match):
+            solve.solve(original, digits, split, dataclasses.replace(CFG, epochs=1, **bad), progress=False)
+    with pytest.raises(ValueError, match="radius"):
+        solve.compose(original, digits, [split], many, dataclasses.replace(CFG, epochs=1, radius=1.0),
+                      progress=False)

@@ -112,3 +112,18 @@ def test_dead_kernel_is_named_with_notebook_and_last_started_cell(project, capfd
     assert run.main(["smoke", "--only", "02"]) == 1
     line = _failure_line(capfd)
     assert "02_dead.ipynb, cell 3 `import os`" in line and "DeadKernelError" in line
+
+
+def test_notebook_parameters_from_the_command_line(project, capfd):
+    nb = make_notebook(project / "nbs" / "03_param.ipynb", 'raise ValueError(f"N is {N!r}, S is {S!r}")')
+    book = nbformat.read(nb, as_version=4)
+    book.cells[0].source += '\nN: int = 0\nS: str = "a"'
+    nbformat.write(book, nb)
+    assert run.parse_param("N=[1, 2]") == ("N", [1, 2]) and run.parse_param("S=cat") == ("S", "cat")
+    assert run.main(["smoke", "--only", "03", "-p", "N=[1, 2]", "-p", "S=cat"]) == 1
+    assert "N is [1, 2], S is 'cat'" in capfd.readouterr().err
+    # a typo, a malformed pair or PROFILE via -p stop before any kernel starts
+    for bad, says in ((["-p", "M=3"], "no chosen notebook declares M"), (["-p", "N3"], "not NAME=VALUE"),
+                      (["-p", "PROFILE=quick"], "not with -p")):
+        assert _exit_code(["smoke", "--only", "03", *bad]) == 2
+        assert says in capfd.readouterr().err

@@ -15,13 +15,16 @@
 #   5. prints one line "[gpu_run] SUMMARY ...".
 # Env: OUT (required on the device; default /tmp/gpu_run_out), BUDGET_S, RESERVE_S, MAX_MB (part
 # size, default 15), PACK_THETA (auto: only if trained here | 1: always | 0: never), THETA_CAP_MB
-# (default 50: VGG-16-BN's 58 MiB θ_o cannot be carried back anyway), PYTHON (default python3).
+# (default 50: VGG-16-BN's 58 MiB θ_o cannot be carried back anyway), PYTHON (default python3),
+# PARAMS (notebook parameters for fvlib.run -p, space-separated NAME=VALUE, e.g. "DEV_TRIALS=3").
 # Exit: 0 all notebooks ran, 1 a notebook or the setup failed, 2 the budget ran out.
 set -uo pipefail
 T0=$SECONDS
 PROFILE=${1:?usage: OUT=DIR bash tools/gpu_run.sh PROFILE [ONLY...]}
 shift
 ONLY=("$@")
+PARAM_ARGS=()
+for kv in ${PARAMS:-}; do PARAM_ARGS+=(-p "$kv"); done
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 ROOT=$(pwd -P)  # as fvlib resolves its ROOT
 OUT=${OUT:-/tmp/gpu_run_out}
@@ -203,10 +206,11 @@ if [ "$left" -lt 20 ]; then
   exit 2
 fi
 STATUS="running"
-say "python -m fvlib.run $PROFILE ${ONLY[*]:+--only ${ONLY[*]}} (wall limit ${left}s)"
+say "python -m fvlib.run $PROFILE ${ONLY[*]:+--only ${ONLY[*]}} ${PARAM_ARGS[*]:+${PARAM_ARGS[*]} }(wall limit ${left}s)"
 t_run=$SECONDS
 # in the background, so that a TERM to this script is handled at once (stop the run, then pack)
-timeout -k 15 "$left" "$PY" -m fvlib.run "$PROFILE" ${ONLY[@]+--only "${ONLY[@]}"} --timeout "$left" &
+timeout -k 15 "$left" "$PY" -m fvlib.run "$PROFILE" ${ONLY[@]+--only "${ONLY[@]}"} \
+  ${PARAM_ARGS[@]+"${PARAM_ARGS[@]}"} --timeout "$left" &
 RUN_PID=$!
 wait "$RUN_PID"
 RUN_RC=$?

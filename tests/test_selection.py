@@ -1,0 +1,109 @@
+"""FV+ (fvlib.selection): choices only on the development split, the stated greedy rule, the Beta
+stage, the ablation, and the chosen config as a Table 1 method ("fv_plus")."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fvlib import config, selection, study, train
+from fvlib.experiment import Experiment
+from fvlib.solve import FVConfig
+
+
+@pytest.fixture(scope="module")
+def dev(digits):
+    """A development experiment: 300 held-out digits as its test set, short Retrain and vectors."""
+    base = config.get_profile("smoke")
+    ucfg = dataclasses.replace(base.unlearn_cfg(), retrain=dataclasses.replace(base.train, epochs=4))
+    prof = base.replace(unlearn=ucfg, trials=2, sweep_trials=1, fv=dataclasses.replace(base.fv, epochs=3),
+                        fv_random=dataclasses.replace(base.fv_random, epochs=3))
+    data = digits.holdout(prof.dev_holdout, prof.dev_seed)
+    model, info = train.train_original(prof.model, data, prof.train, progress=False)
+    return Experiment(prof, data, model, info, development=True)
+
+
+@pytest.fixture(scope="module")
+def small_grids():
+    """Shrunk grids so a selection takes seconds (the rule is the same)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(selection, "BETA_GRID", (1.0, 8.0))
+    mp.setattr(selection, "NORM_FACTORS", (0.5,))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def chosen(dev, small_grids):
+    return selection.select(dev, "classwise")
+
+
+def test_select_refuses_the_test_set(experiment):
+    with pytest.raises(ValueError, match="development=True"):
+        selection.select(experiment, "classwise")
+
+
+def test_relative_cost_counts_forward_units():
+    base = FVConfig(epochs=40)
+    assert selection.relative_cost(base, base) == 1.0
+    assert selection.relative_cost(dataclasses.replace(base, objective="distill"), base) == 1.5
+    clean = dataclasses.replace(base, objective="distill", distill_targets="clean")
+    assert selection.relative_cost(clean, base) == pytest.approx(81 / 80)
+    assert selection.relative_cost(dataclasses.replace(base, epochs=20), base) == 0.5
+
+
+def test_development_data_is_not_the_test_set(dev, digits):
+    assert dev.data.fingerprint != digits.fingerprint and len(dev.data.test_y) == 300
+    assert dev.provenance()["development"] is True and dev.theta_o()["development"] is True
+
+
+def test_selection_follows_the_stated_rule(dev, chosen):
+    h = chosen.history
+    assert chosen.config == selection.apply(chosen.base, chosen.steps)
+    assert h["chosen"].sum() == 1 and h.loc[h["chosen"], "variant"].item() == selection.label(chosen.steps)
+    assert (h["cost"] <= selection.COST_CAP + 1e-9).all()
+    # E2: each taken ingredient is its round's best and lowers the Avg.Gap; a round without
+    # improvement ends the search (then the Beta stage is the last round)
+    e2 = h[h["round"] < h["round"].max()]
+    best = e2.loc[e2["round"] == 0, "Avg.Gap"].item()
+    e2_steps = [s for s in chosen.steps if "Beta" not in s[0]]
+    for r in sorted(set(e2["round"]) - {0}):
+        rows = e2[e2["round"] == r].sort_values(["Avg.Gap", "cost"])
+        taken = r <= len(e2_steps)
+        assert taken == (rows["Avg.Gap"].iloc[0] < best - 1e-9), (r, rows["Avg.Gap"].tolist(), best)
+        if taken:
+            assert rows["variant"].iloc[0] == selection.label(e2_steps[:r])
+            best = rows["Avg.Gap"].iloc[0]
+    # at most one ingredient per group (a group's ingredients change the same fields)
+    fields = [tuple(sorted(f)) for _, f in e2_steps]
+    assert len(fields) == len(set(fields))
+
+
+def test_beta_stage_builds_a_per_class_table(dev, chosen):
+    beta = [s for s in chosen.steps if "Beta" in s[0]]
+    rows = chosen.history[chosen.history["round"] == chosen.history["round"].max()]
+    assert set(rows["trials"]) == {2}                        # E3 uses every trial (class) by default
+    if beta:
+        table = beta[0][1]["beta_per_class"]
+        assert len(table) == dev.data.num_classes
+        assert set(table[:2]) <= {*selection.BETA_GRID, chosen.base.beta}
+        assert set(table[2:]) == {chosen.base.beta}          # classes not tried keep the profile's Beta
+        before = rows.loc[rows["variant"] == selection.label(chosen.steps[:-1]), "Avg.Gap"].item()
+        assert rows.loc[rows["chosen"], "Avg.Gap"].item() < before
+
+
+def test_fv_plus_is_a_table1_method(dev, chosen, monkeypatch):
+    recs = study.run_study(dev, "classwise", ["retrain", "fv_plus"], [0], progress=False,
+                           configs={"fv_plus": chosen.config})
+    assert list(recs["method"]) == ["retrain", "fv_plus"] and recs["UA"].between(0, 1).all()
+    summ = study.summary(recs)
+    assert "FV+ (dev-tuned)" in study.formatted(summ).index
+    with pytest.raises(ValueError, match="configs=\\{'fv_plus'"):
+        study.run_study(dev, "classwise", ["fv_plus"], [0], progress=False)
+
+
+def test_ablation_rows(dev, chosen):
+    ab = selection.ablation(dev, "classwise", chosen, trials=[0])
+    assert ab.index[0] == selection.BASE and ab.index[-1].startswith("FV+")
+    assert len(ab) == 2 + 2 * len(chosen.steps)
+    assert ab[list(selection.COLUMNS)].stack().between(0, 100).all() and (ab["Avg.Gap"] >= 0).all()
