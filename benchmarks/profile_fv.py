@@ -9,7 +9,10 @@ python benchmarks/profile_fv.py [PROFILE] [--steps 20] [--top 25]
    self CPU time, kernel launches per step and GPU-busy share of the wall time.
 2. Timings (no profiler) of the plain loop over the device-resident uint8 data for variants:
    fp32 vs bf16 autocast, channels_last on/off, batch 256 vs 512, TF32 off, augmentation off,
-   cuDNN autotuning on; and fvlib's `solve` itself (batch 256, 512, and with its autocast patched
+   cuDNN autotuning on, bf16 weights cast once instead of autocast (autocast re-casts frozen
+   weights every step: its cast cache holds only leaves that require grad), and a CUDA graph of the
+   step (forward, input gradient, SGD; batch gather and augmentation stay eager, copied into static
+   buffers), which removes per-kernel launch cost; and fvlib's `solve` itself (batch 256, 512, and with its autocast patched
    out, fp32) as the difference of a 2-epoch and a 1-epoch solve on the full data (one steady epoch).
 Every variant runs the same objective on the same θ_o with SGD on δ: (augment ->) x + δ -> model
 -> code-form loss -> backward to δ -> step. "bf16" is a no-op on a CPU.
@@ -42,6 +45,8 @@ class Variant:
     augment: bool = True
     tf32: bool = True              # PyTorch's default for cuDNN convolutions
     cudnn_benchmark: bool = False  # PyTorch's default
+    precast: bool = False          # bf16 weights and inputs, no autocast (CUDA only)
+    graph: bool = False            # the step as one CUDA graph (CUDA only)
 
 
 VARIANTS = (
@@ -54,6 +59,9 @@ VARIANTS = (
     Variant("bf16_cl_no_aug", bf16=True, channels_last=True, augment=False),
     Variant("fp32_cudnn_bench", cudnn_benchmark=True),
     Variant("bf16_cl_cudnn_bench", bf16=True, channels_last=True, cudnn_benchmark=True),
+    Variant("bf16_cl_precast", bf16=True, channels_last=True, precast=True),
+    Variant("fp32_graph", graph=True), Variant("bf16_cl_graph", bf16=True, channels_last=True, graph=True),
+    Variant("bf16_cl_b512_graph", bf16=True, channels_last=True, batch=512, graph=True),
 )
 
 
@@ -87,8 +95,14 @@ def backend(v: Variant):
 def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[], None]:
     """A closure doing one plain δ step of variant v over random batches of the device-resident data."""
     dev = data.device
+    if (v.precast or v.graph) and dev.type != "cuda":
+        raise NotImplementedError(f"{v.name}: bf16 pre-cast weights and CUDA graphs are measured on CUDA only")
+    if v.graph:
+        return graphed_step(model, data, forget, cfg, v)
     fmt = torch.channels_last if v.channels_last else torch.contiguous_format
     net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
+    if v.precast:
+        return precast_step(net, data, forget, cfg, v, fmt)
     delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
     opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator(device=dev).manual_seed(0)
@@ -104,6 +118,73 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
+
+
+def precast_step(net, data, forget: torch.Tensor, cfg, v: Variant, fmt) -> Callable[[], None]:
+    """The plain step with bf16 weights cast once and bf16 inputs (no autocast; loss in fp32)."""
+    dev = data.device
+    net = net.to(torch.bfloat16)
+    delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
+    opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    g = torch.Generator(device=dev).manual_seed(0)
+    n = len(data.train_y)
+
+    def step() -> None:
+        idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
+        x = crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx])
+        z = net((x + delta).to(torch.bfloat16).contiguous(memory_format=fmt))
+        loss = common.fv_objective(z.float(), data.train_y[idx], forget[idx], delta,
+                                   cfg.beta, cfg.tau, cfg.lambda_norm)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[], None]:
+    """The plain step with forward, input gradient and a hand-written SGD-momentum update on δ
+    captured as one CUDA graph; batch gather and augmentation run eagerly into static buffers."""
+    dev = data.device
+    fmt = torch.channels_last if v.channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
+    delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
+    buf = torch.zeros_like(delta)
+    sx = torch.zeros(v.batch, *data.image_shape, device=dev).contiguous(memory_format=fmt)
+    sy = torch.zeros(v.batch, dtype=torch.long, device=dev)
+    sf = torch.zeros(v.batch, dtype=torch.bool, device=dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+    n = len(data.train_y)
+
+    def fill() -> None:
+        idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
+        sx.copy_(crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx]))
+        sy.copy_(data.train_y[idx])
+        sf.copy_(forget[idx])
+
+    def body() -> None:
+        with common.autocast(dev, v.bf16):
+            z = net((sx + delta).contiguous(memory_format=fmt))
+        loss = common.fv_objective(z.float(), sy, sf, delta, cfg.beta, cfg.tau, cfg.lambda_norm)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():  # torch.optim.SGD's update: d_p = g + wd·δ; buf = m·buf + d_p; δ -= lr·buf
+            buf.mul_(cfg.momentum).add_(grad + cfg.weight_decay * delta)
+            delta.sub_(cfg.lr * buf)
+
+    side = torch.cuda.Stream(device=dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):  # warm-up (cuDNN plans, allocator) off the capture
+        for _ in range(3):
+            fill()
+            body()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+
+    def step() -> None:
+        fill()
+        graph.replay()
     return step
 
 
@@ -244,9 +325,14 @@ def plain_timings(model, data, split, cfg, flops: float, steps: int) -> dict:
     n = len(data.train_y)
     out = {}
     for v in VARIANTS:
-        with backend(v):
-            sec = common.time_steps(plain_step(model, data, split.forget, cfg, v), data.device,
-                                    steps, warmup=5 if v.cudnn_benchmark else 3)
+        try:
+            with backend(v):
+                sec = common.time_steps(plain_step(model, data, split.forget, cfg, v), data.device,
+                                        steps, warmup=5 if v.cudnn_benchmark else 3)
+        except Exception as err:  # noqa: BLE001  one failing experiment must not end the others
+            out[v.name] = {**dataclasses.asdict(v), "skipped": f"{type(err).__name__}: {err}"[:300]}
+            print(f"{v.name}: skipped ({out[v.name]['skipped']})", flush=True)
+            continue
         out[v.name] = {**dataclasses.asdict(v), "ms_per_step": round(sec * 1e3, 3),
                        "seconds_per_epoch": round(sec * math.ceil(n / v.batch), 3),
                        "tflops": common.tflops(flops, v.batch, sec)}
