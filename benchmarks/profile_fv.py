@@ -101,8 +101,9 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
         return graphed_step(model, data, forget, cfg, v)
     fmt = torch.channels_last if v.channels_last else torch.contiguous_format
     net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
-    if v.precast:
-        return precast_step(net, data, forget, cfg, v, fmt)
+    # precast: bf16 weights cast once and bf16 inputs instead of autocast (loss in fp32 either way)
+    dtype = torch.bfloat16 if v.precast else torch.float32
+    net = net.to(dtype)
     delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
     opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator(device=dev).manual_seed(0)
@@ -111,29 +112,8 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
     def step() -> None:
         idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
         x = crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx])
-        with common.autocast(dev, v.bf16):
-            z = net((x + delta).contiguous(memory_format=fmt))
-        loss = common.fv_objective(z.float(), data.train_y[idx], forget[idx], delta,
-                                   cfg.beta, cfg.tau, cfg.lambda_norm)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
-
-
-def precast_step(net, data, forget: torch.Tensor, cfg, v: Variant, fmt) -> Callable[[], None]:
-    """The plain step with bf16 weights cast once and bf16 inputs (no autocast; loss in fp32)."""
-    dev = data.device
-    net = net.to(torch.bfloat16)
-    delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
-    opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    g = torch.Generator(device=dev).manual_seed(0)
-    n = len(data.train_y)
-
-    def step() -> None:
-        idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
-        x = crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx])
-        z = net((x + delta).to(torch.bfloat16).contiguous(memory_format=fmt))
+        with common.autocast(dev, v.bf16 and not v.precast):
+            z = net((x + delta).to(dtype).contiguous(memory_format=fmt))
         loss = common.fv_objective(z.float(), data.train_y[idx], forget[idx], delta,
                                    cfg.beta, cfg.tau, cfg.lambda_norm)
         opt.zero_grad(set_to_none=True)

@@ -81,7 +81,7 @@ def setup(profile: str | config.Profile = "smoke", data_root: str | None = None,
     """Profile (by name or object) + its data + θ_o (trained once, then from the cache).
 
     development=True: the development split instead (profile.dev_holdout seeded training images
-    are its test set, the real test set is not loaded into it) with its own θ_o, for choices that
+    are its test set, the real test set is dropped from it) with its own θ_o, for choices that
     the final test-set numbers must not see.
     """
     prof = config.get_profile(profile) if isinstance(profile, str) else profile
