@@ -93,24 +93,37 @@ def retrain_means(ex: "Experiment", scenario: str, trials: Sequence[int]) -> pd.
     return recs.set_index("trial")[list(COLUMNS)]
 
 
-def evaluate(ex: "Experiment", scenario: str, configs: dict[str, FVConfig], trials: Sequence[int],
-             retrain: pd.DataFrame, base: FVConfig, progress: bool = False) -> pd.DataFrame:
-    """One row per named config: means (%) of UA, MIA, RA, TA, Avg.Gap to Retrain's means, mean
-    per-trial gap, mean ‖δ‖₂, seconds per vector, relative cost. Records: the store's "sweep" kind."""
+def scored(ex: "Experiment", scenario: str, configs: dict[str, FVConfig], trials: Sequence[int],
+           retrain: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
+    """One row per (named config, trial) from the store's "sweep" records, with "gap": that trial's
+    mean |metric − Retrain's on the same trial| in %."""
     points = [({"variant": name}, cfg) for name, cfg in configs.items()]
     rows = sensitivity.sweep(ex, scenario, points, list(trials), name="selection", progress=progress)
-    ref = (retrain.loc[list(trials)].mean() * 100).to_dict()
+    ref = retrain.loc[rows["trial"], list(COLUMNS)].to_numpy()
+    rows["gap"] = np.abs(rows[list(COLUMNS)].to_numpy() - ref).mean(axis=1) * 100
+    return rows
+
+
+def summarize(rows: pd.DataFrame, configs: dict[str, FVConfig], retrain: pd.DataFrame,
+              base: FVConfig) -> pd.DataFrame:
+    """One row per named config: means (%) of UA, MIA, RA, TA, Avg.Gap to Retrain's means on the
+    same trials, mean per-trial gap, mean ‖δ‖₂, seconds per vector, relative cost."""
     out = []
     for name, cfg in configs.items():
-        sub = rows[rows["variant"] == name].set_index("trial")
+        sub = rows[rows["variant"] == name]
         means = (sub[list(COLUMNS)].mean() * 100).to_dict()
-        per_trial = [metrics.avg_gap((sub.loc[t, list(COLUMNS)] * 100).to_dict(),
-                                     (retrain.loc[t] * 100).to_dict()) for t in trials]
+        ref = (retrain.loc[sub["trial"]].mean() * 100).to_dict()
         out.append({"variant": name, **means, "Avg.Gap": metrics.avg_gap(means, ref),
-                    "trial_gap": float(np.mean(per_trial)), "delta_l2": float(sub["delta_l2"].mean()),
+                    "trial_gap": float(sub["gap"].mean()), "delta_l2": float(sub["delta_l2"].mean()),
                     "seconds": float(sub["seconds"].mean()), "cost": relative_cost(cfg, base),
                     "trials": len(sub), "config": cfg})
     return pd.DataFrame(out)
+
+
+def evaluate(ex: "Experiment", scenario: str, configs: dict[str, FVConfig], trials: Sequence[int],
+             retrain: pd.DataFrame, base: FVConfig, progress: bool = False) -> pd.DataFrame:
+    """`summarize` of `scored`: one row per named config."""
+    return summarize(scored(ex, scenario, configs, trials, retrain, progress), configs, retrain, base)
 
 
 def _check_development(ex: "Experiment") -> None:
@@ -172,10 +185,11 @@ def _beta_stage(ex: "Experiment", scenario: str, base: FVConfig, steps: list[Ing
     grid = {f"{label(steps)} | Beta {b:g}": (b, dataclasses.replace(current, beta=b, beta_per_class=None))
             for b in sorted({*BETA_GRID, current.beta})}  # the current Beta is always a candidate
     configs = {label(steps): current, **{n: c for n, (_b, c) in grid.items()}}
-    res = evaluate(ex, scenario, configs, trials, retrain, base, progress)
+    rows = scored(ex, scenario, configs, trials, retrain, progress)
+    res = summarize(rows, configs, retrain, base)
     now = float(res.loc[res["variant"] == label(steps), "Avg.Gap"].iloc[0])
     if scenario == "classwise":
-        table = _per_class_betas(ex, scenario, grid, trials, retrain, ex.data.num_classes, current)
+        table = _per_class_betas(rows, grid, ex.data.num_classes, current)
         step: Ingredient = ("per-class Beta (dev)", {"beta_per_class": table})
         res = pd.concat([res, evaluate(ex, scenario, {label([*steps, step]): apply(current, [step])},
                                        trials, retrain, base, progress)], ignore_index=True)
@@ -188,18 +202,13 @@ def _beta_stage(ex: "Experiment", scenario: str, base: FVConfig, steps: list[Ing
     return (step if gap < now - 1e-9 else None), res
 
 
-def _per_class_betas(ex: "Experiment", scenario: str, grid: dict, trials: Sequence[int],
-                     retrain: pd.DataFrame, num_classes: int, current: FVConfig) -> tuple[float, ...]:
-    """Per class: the grid Beta of smallest gap to that class's Retrain (ties: the smaller Beta);
-    classes outside the trials keep the current config's Beta."""
-    points = [({"beta": b}, cfg) for b, cfg in grid.values()]
-    rows = sensitivity.sweep(ex, scenario, points, list(trials), name="selection")
+def _per_class_betas(rows: pd.DataFrame, grid: dict, num_classes: int, current: FVConfig) -> tuple[float, ...]:
+    """Per class (trial): the grid Beta of smallest gap to that class's Retrain (ties: the smaller
+    Beta), from `scored` rows; classes outside the trials keep the current config's Beta."""
     table = list(current.beta_per_class) if current.beta_per_class is not None else [current.beta] * num_classes
-    for t in trials:
-        sub = rows[rows["trial"] == t].sort_values("beta")
-        gaps = [metrics.avg_gap((r[list(COLUMNS)] * 100).to_dict(), (retrain.loc[t] * 100).to_dict())
-                for _, r in sub.iterrows()]
-        table[t] = float(sub["beta"].iloc[int(np.argmin(gaps))])  # argmin: first (smaller Beta) on ties
+    on_grid = rows[rows["variant"].isin(grid)].assign(beta=lambda d: [grid[v][0] for v in d["variant"]])
+    for t, sub in on_grid.groupby("trial"):
+        table[int(t)] = float(sub.sort_values(["gap", "beta"])["beta"].iloc[0])
     return tuple(table)
 
 
