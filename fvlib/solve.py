@@ -113,10 +113,7 @@ def paper_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch
 def distill_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, ...]:
     """Code form with the retain CE replaced by the KL to θ_o's own clean predictions (an option):
     δ is asked to keep what θ_o says on D_r, not to fit the labels θ_o itself gets wrong."""
-    b = t.margin.shape[1]
-    l_f = (t.forget * t.margin.clamp(min=-cfg.tau)).sum(1) / b
-    l_r, l_d = (t.retain * t.distill).sum(1) / b, t.norm / b
-    return cfg.alpha * l_r + betas * l_f + cfg.lambda_norm * l_d, l_f, l_r, l_d
+    return code_objective(t._replace(ce=t.distill), betas, cfg)
 
 
 OBJECTIVES: dict[str, Objective] = {"code": code_objective, "paper": paper_objective,
@@ -264,7 +261,7 @@ def _problems(data: ImageData, splits: Sequence[Split], cfg: FVConfig) -> tuple[
 
 def _meta(model, data, split: Split, cfg, rows: list[dict], k: int, seconds: float, n: int,
           **extra) -> dict:
-    last = {key: (v[k] if isinstance(v, list) else v) for key, v in rows[-1].items()}
+    last = _column(rows[-1:], k)[0]
     return {"dataset": data.name, "model": models.fingerprint(model),
             "forget": {"scenario": split.scenario, "trial": split.trial,
                        "classes": list(split.classes), "hash": split.hash},
