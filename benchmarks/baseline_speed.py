@@ -1,5 +1,5 @@
 """Baseline speed: seconds of one trial of each of the 7 baselines (Retrain, FT, RL, GA, NegGrad+,
-SalUn, SCRUB) with the profile's UnlearnConfig, plus their UA/RA/TA after it.
+SalUn, SCRUB) with the profile's config of each, plus their UA/RA/TA after it.
 
 python benchmarks/baseline_speed.py [PROFILE] [--scenario classwise|random] [--trial I] [--methods a,b]
 
@@ -16,25 +16,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: run uninstalled
 from benchmarks import common  # noqa: E402
-from fvlib import splits, unlearn  # noqa: E402
+from fvlib import baselines, splits  # noqa: E402
 
 # Cheapest first, Retrain last: a run cut short by a time limit still reports most methods.
 METHODS = ("ga", "scrub", "ft", "rl", "neggrad_plus", "salun", "retrain")
 
 
 def images_visited(method: str, cfg, n_forget: int, n_retain: int) -> int | None:
-    """Training images one run of method touches under cfg's epoch plan (None if unknown)."""
-    ep = lambda field: getattr(cfg, field, None) or 0  # noqa: E731
+    """Training images one run of method touches under its config's epoch plan (None if unknown)."""
+    both = n_forget + n_retain
     plans = {
-        "retrain": cfg.retrain.epochs * n_retain if getattr(cfg, "retrain", None) else 0,
-        "ft": ep("ft_epochs") * n_retain,
-        "rl": ep("rl_epochs") * (n_forget + n_retain),
-        "ga": ep("ga_epochs") * n_forget,
-        "neggrad_plus": ep("neggrad_epochs") * (n_forget + n_retain),
-        "salun": n_forget + ep("salun_epochs") * (n_forget + n_retain),
-        "scrub": min(ep("scrub_msteps"), ep("scrub_epochs")) * n_forget + ep("scrub_epochs") * n_retain,
+        "retrain": lambda: cfg.train.epochs * n_retain,
+        "ft": lambda: cfg.epochs * n_retain,
+        "rl": lambda: cfg.epochs * both,
+        "ga": lambda: cfg.epochs * n_forget,
+        "neggrad_plus": lambda: cfg.epochs * both,
+        "salun": lambda: n_forget + cfg.epochs * both,
+        "scrub": lambda: min(cfg.msteps, cfg.epochs) * n_forget + cfg.epochs * n_retain,
     }
-    return plans.get(method) or None
+    return plans[method]() if method in plans else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,20 +47,20 @@ def main(argv: list[str] | None = None) -> dict:
     profile, data = common.load(args.profile)
     dev = data.device
     model, _ = common.theta_o(profile, data)
-    ucfg = profile.unlearn_cfg()
+    cfgs = {name: baselines.get(name).config_for(profile) for name in args.methods.split(",")}
     split = splits.for_trial(data, args.scenario, args.trial, profile.percent)
     nf = int(split.forget.sum())
     nr = len(data.train_y) - nf
     flops = common.train_flops_per_image(model, data.image_shape, data.num_classes, dev)
     result = {"scenario": args.scenario, "trial": args.trial, "forget_images": nf,
               "retain_images": nr, "gflop_per_train_image": round(flops / 1e9, 4),
-              "methods": {}, "unlearn_config": common.to_jsonable(ucfg)}
+              "methods": {}, "configs": common.to_jsonable(cfgs)}
     with common.scratch_cache("fvbench-baselines-"):
-        unlearn.run("ga", model, data, split, ucfg)  # warm-up, untimed
-        for name in args.methods.split(","):
+        baselines.run("ga", model, data, split, baselines.get("ga").config_for(profile))  # warm-up
+        for name, cfg in cfgs.items():
             with common.timed(dev) as t:
-                new = unlearn.run(name, model, data, split, ucfg)
-            imgs = images_visited(name, ucfg, nf, nr)
+                new = baselines.run(name, model, data, split, cfg)
+            imgs = images_visited(name, cfg, nf, nr)
             row = {"seconds": round(t["seconds"], 2), "train_images": imgs,
                    **common.ua_ra_ta(new, data, split)}
             if imgs:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                            tflops_upper=common.tflops(flops, imgs, t["seconds"]))
             result["methods"][name] = row
             result["total_seconds"] = round(sum(r["seconds"] for r in result["methods"].values()), 2)
-            path = common.write_result("baseline_speed", profile, dev, result, ucfg)
+            path = common.write_result("baseline_speed", profile, dev, result, cfgs)
             print(f"{name}: {row}", flush=True)
     common.summary("baseline_speed", path, profile=profile.name, scenario=args.scenario,
                    seconds={k: r["seconds"] for k, r in result["methods"].items()},

@@ -158,7 +158,7 @@ def write_result(name: str, profile, device: torch.device, result: dict, cfg: An
     meta = {"benchmark": name, "profile": profile.name, "dataset": profile.dataset,
             "model": profile.model, "started_at": STARTED.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv[1:], "settings": runtime_settings(device), **provenance(cfg, device)}
+            "argv": sys.argv[1:], "settings": runtime_settings(device), **provenance(device, config=cfg)}
     clash = set(meta) & set(result)
     if clash:  # a result key would silently overwrite provenance (or the reverse)
         raise KeyError(f"result keys {sorted(clash)} collide with the record's provenance keys")

@@ -1,4 +1,4 @@
-"""θ_o accuracy vs epoch budget (issue 10): plain cross-entropy, one-cycle, several budgets.
+"""θ_o accuracy vs epoch budget, to pick the `quick` recipe's knee: plain CE, one-cycle, several budgets.
 
 python benchmarks/theta_o_curve.py [PROFILE] [--budgets 20,30,40,60] [--budget-seconds 300]
                                    [--ips IMAGES_PER_S] [--label-smoothing 0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
-__all__ = ["__version__", "seed_everything", "pick_device", "setup"]
+__all__ = ["__version__", "seed_everything", "pick_device", "setup", "notebook"]
 
 
 def __getattr__(name: str):
@@ -11,7 +11,7 @@ def __getattr__(name: str):
     if name in ("seed_everything", "pick_device"):
         from fvlib import runtime
         return getattr(runtime, name)
-    if name == "setup":
-        from fvlib.experiment import setup
-        return setup
+    if name in ("setup", "notebook"):
+        from fvlib import experiment
+        return getattr(experiment, name)
     raise AttributeError(f"module 'fvlib' has no attribute {name!r}")

@@ -44,12 +44,6 @@ def optimal_pair(model: nn.Module, data: ImageData, fv_a: ForgetVector, fv_b: Fo
     return fv, w.cpu().numpy()
 
 
-def nearest_cell(w: np.ndarray, weights=GRID) -> tuple[int, int]:
-    """Grid cell closest to optimised weights (w1, w2) (for marking the star)."""
-    grid = np.asarray(weights)
-    return int(np.abs(grid - w[0]).argmin()), int(np.abs(grid - w[1]).argmin())
-
-
 def slider(model: nn.Module, data: ImageData, fv_a: ForgetVector, fv_b: ForgetVector,
            class_a: int, class_b: int):
     """Interactive (w1, w2) sliders showing UA on both classes and TA live (Jupyter only)."""

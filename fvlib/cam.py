@@ -5,7 +5,7 @@ model, or `fv.wrap(θ_o)` for a forget vector. pytorch-grad-cam's GradCAM runs o
 so a forget vector's δ is part of the forward and backward pass and the map is that of x + δ, the
 input θ_o really sees. The target layer is `models.CAM_LAYERS[arch]` of the weights-bearing model
 (`forget_vector.unwrap`). Target = the predicted class unless given. Maps are (N, H, W) float32 in
-[0, 1] on the CPU. Also here: which images to show (`pick_images`) and the saliency-shift number
+[0, 1] on the CPU. Also here: which images to show (`pick_images`) and the saliency-change number
 fvlib adds to the paper's qualitative figures (1 − cosine to the original model's map).
 """
 from __future__ import annotations
@@ -85,15 +85,6 @@ def gradcam(system: nn.Module, x: torch.Tensor, arch: str, targets: Targets = No
     return cam_and_logits(system, x, arch, targets, batch_size)[0]
 
 
-@torch.no_grad()
-def predictions(system: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Predicted classes (N,) int64 on the CPU, from a float32 forward like the CAM's."""
-    xf = _as_float(x).to(_device(system))
-    with frozen(system):
-        out = [system(c).argmax(1).cpu() for c in xf.split(batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
 def overlay(img: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray,
             size: int | None = None, image_weight: float = 0.5) -> np.ndarray:
     """Jet heat map of cam (H, W) over img (H, W, 3) uint8 or [0, 1] float -> (S, S, 3) float RGB."""
@@ -109,7 +100,7 @@ def overlay(img: torch.Tensor | np.ndarray, cam: torch.Tensor | np.ndarray,
     return out.astype(np.float32) / 255.0
 
 
-def saliency_shift(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+def saliency_change(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     """1 - cosine similarity (N,) between maps (N, H, W); two all-zero maps count as identical."""
     a = torch.as_tensor(maps_a).flatten(1).double()
     b = torch.as_tensor(maps_b).flatten(1).double()
@@ -117,12 +108,6 @@ def saliency_shift(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     cos = (a * b).sum(1) / (na * nb).clamp_min(1e-12)
     cos = torch.where((na == 0) & (nb == 0), torch.ones_like(cos), cos)
     return (1 - cos).clamp_(0, 2).float()
-
-
-def shift_summary(maps: dict[str, torch.Tensor], reference: str | None = None) -> dict[str, float]:
-    """Mean saliency shift of each method's maps (N, H, W) from the reference's (default: first)."""
-    ref = maps[reference if reference is not None else next(iter(maps))]
-    return {name: float(saliency_shift(m, ref).mean()) for name, m in maps.items()}
 
 
 def _display(system: nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -137,7 +122,7 @@ def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels
 
     Each cell overlays the Grad-CAM (target = predicted class) on the input the model sees (x + δ
     for a forget vector), titled with the prediction and ✓ (= true label) or ✗ (forgotten).
-    Returns (figure, numbers) with predictions, correctness and shift vs the first column.
+    Returns (figure, numbers) with predictions, correctness and saliency change vs the first column.
     """
     y = [int(v) for v in torch.as_tensor(labels).cpu().flatten().tolist()]
     if len(y) != len(images) or not y or not methods:
@@ -151,7 +136,7 @@ def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels
     for j, (name, (maps, logits)) in enumerate(results.items()):
         preds = logits.argmax(1).tolist()
         correct = [p == t for p, t in zip(preds, y)]
-        shift = saliency_shift(maps, results[ref_name][0]).tolist()
+        change = saliency_change(maps, results[ref_name][0]).tolist()
         seen = _display(methods[name], images)
         for i, ax in enumerate(axes[:, j]):
             ax.imshow(overlay(seen[i], maps[i], display_size))
@@ -165,7 +150,7 @@ def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels
         numbers["methods"][name] = {
             "predictions": preds, "predicted_names": [classes[p] for p in preds],
             "correct": correct, "accuracy": sum(correct) / len(y),
-            "saliency_shift": shift, "mean_saliency_shift": sum(shift) / len(y)}
+            "saliency_change": change, "mean_saliency_change": sum(change) / len(y)}
     return fig, numbers
 
 
@@ -196,14 +181,14 @@ def pick_images(data: ImageData, mask: torch.Tensor, n: int, seed: int = 0,
     return idx[:n].clone()
 
 
-def saliency_shift_table(methods: dict[str, nn.Module],
+def saliency_change_table(methods: dict[str, nn.Module],
                          image_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], arch: str,
                          reference: str | None = None, batch_size: int = 64) -> pd.DataFrame:
-    """Mean Grad-CAM shift (1 − cosine vs the reference method's map; default: the first method).
+    """Mean Grad-CAM saliency change (1 − cosine vs the reference method's map; default: the first method).
 
     methods: name -> system, as `panel`; image_sets: set name (e.g. "forget", "retain") -> (uint8
     images (N, H, W, 3), labels (N,)). Target = each method's predicted class. Returns one row per
-    method with, for each set S: shift_S (mean), shift_S_std, acc_S (share of predictions equal to
+    method with, for each set S: change_S (mean), change_S_std, acc_S (share of predictions equal to
     the label: low on forget images = forgotten) and n_S.
     """
     ref = reference if reference is not None else next(iter(methods))
@@ -215,9 +200,9 @@ def saliency_shift_table(methods: dict[str, nn.Module],
         out = {name: cam_and_logits(system, images, arch, None, batch_size)
                for name, system in methods.items()}
         for name, (maps, logits) in out.items():
-            shift = saliency_shift(maps, out[ref][0])
-            table.loc[name, f"shift_{set_name}"] = float(shift.mean())
-            table.loc[name, f"shift_{set_name}_std"] = float(shift.std(unbiased=False))
+            change = saliency_change(maps, out[ref][0])
+            table.loc[name, f"change_{set_name}"] = float(change.mean())
+            table.loc[name, f"change_{set_name}_std"] = float(change.std(unbiased=False))
             table.loc[name, f"acc_{set_name}"] = float((logits.argmax(1) == y).float().mean())
         table[f"n_{set_name}"] = len(y)
     return table

@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 
 from fvlib.cache import atomic_write, write_json
 from fvlib.paths import figures_dir
-from fvlib.provenance import provenance
 
 
 def style() -> None:
@@ -20,21 +19,19 @@ def style() -> None:
     })
 
 
-def save(fig: plt.Figure, name: str, profile: str, numbers: Any, config: Any = None,
-         device=None, seconds: float | None = None, **extra: Any) -> dict[str, Path]:
-    """Write <name>.png, .pdf and a .json sidecar (plotted numbers + provenance + extra), atomically."""
+def save(fig: plt.Figure, name: str, profile: str, numbers: Any, provenance: dict) -> dict[str, Path]:
+    """Write <name>.png, .pdf and a .json sidecar (plotted numbers + provenance), atomically."""
     out = figures_dir(profile)
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "json")}
     for ext in ("png", "pdf"):
         atomic_write(paths[ext], lambda p, e=ext: fig.savefig(p, format=e))
-    write_json(paths["json"], {"name": name, "profile": profile, "numbers": numbers,
-                               "provenance": provenance(config, device, seconds=seconds, **extra)})
+    write_json(paths["json"], {"name": name, "profile": profile, "numbers": numbers, "provenance": provenance})
     return paths
 
 
-def save_table(frame, name: str, profile: str, config: Any = None, device=None,
-               numbers: Any = None, latex: bool = True, **extra: Any) -> dict[str, Path]:
-    """Write a pandas table as CSV + Markdown (+ LaTeX) + JSON sidecar with provenance."""
+def save_table(frame, name: str, profile: str, numbers: Any, provenance: dict,
+               latex: bool = True) -> dict[str, Path]:
+    """Write a pandas table as CSV + Markdown (+ LaTeX) + a JSON sidecar (numbers + provenance)."""
     out = figures_dir(profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "json": out / f"{name}.json"}
     atomic_write(paths["csv"], lambda p: frame.to_csv(p))
@@ -44,7 +41,7 @@ def save_table(frame, name: str, profile: str, config: Any = None, device=None,
         atomic_write(paths["tex"], lambda p: p.write_text(_latex(frame)))
     write_json(paths["json"], {"name": name, "profile": profile,
                                "table": frame.reset_index().to_dict(orient="records"),
-                               "numbers": numbers, "provenance": provenance(config, device, **extra)})
+                               "numbers": numbers, "provenance": provenance})
     return paths
 
 

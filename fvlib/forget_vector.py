@@ -3,6 +3,13 @@
 δ is a (3, H, W) float32 tensor in [0, 1] pixel space. The vector is what callers pass around:
 `fv.wrap(theta_o)` is the unlearned system, an nn.Module that sees x + δ, so metrics, shifts, PGD
 and Grad-CAM all take models. `perturb` is the one place where "x + δ, maybe clamp" is written.
+
+Metadata that decides where a vector may be used is enforced, not just carried:
+  * `model` (θ_o's fingerprint): `wrap` refuses another θ_o; a sum needs one θ_o.
+  * `dataset` and δ's shape: `check_fits` refuses other data; a sum needs one dataset.
+  * `clamp` (x + δ clipped to [0, 1] or not, the solve's choice): a sum needs one setting.
+A sum (or a scaled vector) keeps every field that is known on either side; two known values that
+differ are an error (a bare `ForgetVector(δ)` knows none, so it takes the other side's).
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import torch
 from torch import nn
 
-from fvlib import __version__
+from fvlib import __version__, models
 from fvlib.cache import load_tensors, save_tensors
 
 if TYPE_CHECKING:
@@ -25,7 +32,12 @@ class ForgetVectorError(ValueError):
 
 
 def perturb(x: torch.Tensor, delta: torch.Tensor, clamp: bool = False) -> torch.Tensor:
-    """x (..., 3, H, W) in [0, 1] plus δ (broadcast), clipped to [0, 1] only when clamp."""
+    """x (..., 3, H, W) in [0, 1] plus δ (..., 3, H, W; leading dims broadcast), clipped to [0, 1]
+    only when clamp. The image dims must agree: a smaller δ is never broadcast over the image."""
+    if x.shape[-3:] != delta.shape[-3:]:
+        raise ForgetVectorError(f"δ of image shape {tuple(delta.shape[-3:])} cannot perturb images of "
+                                f"shape {tuple(x.shape[-3:])} (B, 3, H, W); use a vector solved for "
+                                "this image size")
     out = x + delta.to(x.device, x.dtype)
     return out.clamp(0, 1) if clamp else out
 
@@ -53,6 +65,8 @@ class ForgetVector:
     @property
     def clamp(self) -> bool:
         """Whether x + δ is clipped to [0, 1]: the solve config's choice, so use matches the solve."""
+        if "clamp" in self.meta:
+            return bool(self.meta["clamp"])
         return bool((self.meta.get("config") or {}).get("clamp", False))
 
     # ------------------------------------------------------------------ arithmetic
@@ -63,14 +77,41 @@ class ForgetVector:
         if self.delta.shape != other.delta.shape:
             raise ForgetVectorError(f"cannot combine forget vectors of shapes {tuple(self.delta.shape)} "
                                     f"and {tuple(other.delta.shape)}: they belong to different image sizes")
-        a, b = self.meta.get("dataset"), other.meta.get("dataset")
-        if a and b and a != b:
-            raise ForgetVectorError(f"cannot combine a {a} vector with a {b} vector")
+        self._joined(other)
         return other
 
-    def _derived(self, delta: torch.Tensor, terms: list) -> "ForgetVector":
-        keep = {k: self.meta[k] for k in ("dataset", "model", "config") if k in self.meta}
-        return ForgetVector(delta, {**keep, "forget": {"combination": terms}})
+    def _joined(self, other: "ForgetVector") -> dict:
+        """The metadata a sum keeps: each of dataset, θ_o and clamp known on either side (must agree)."""
+        if self._bare() and other._bare():
+            return {}
+        out = {}
+        for field, what in (("dataset", "datasets"), ("model", "θ_o (model fingerprints)"),
+                            ("clamp", "clamp settings")):
+            a = self.clamp if field == "clamp" else self.meta.get(field)
+            b = other.clamp if field == "clamp" else other.meta.get(field)
+            if field == "clamp" and (self._bare() or other._bare()):  # a bare vector has no setting
+                a, b = (b, b) if self._bare() else (a, a)
+            if a is not None and b is not None and a != b:
+                raise ForgetVectorError(f"cannot combine vectors of different {what}: {a!r} and {b!r}; "
+                                        "combine only vectors solved on the same data and θ_o, with the "
+                                        "same clamp setting")
+            out[field] = a if a is not None else b
+        return out
+
+    def _bare(self) -> bool:
+        """True for a vector built from a raw tensor (it knows no data, θ_o or clamp setting)."""
+        return not any(k in self.meta for k in ("dataset", "model", "config", "clamp"))
+
+    def _derived(self, delta: torch.Tensor, terms: list, other: "ForgetVector | None" = None) -> "ForgetVector":
+        if other is not None:
+            meta = self._joined(other)
+        else:
+            meta = {} if self._bare() else {"dataset": self.meta.get("dataset"),
+                                            "model": self.meta.get("model"), "clamp": self.clamp}
+        if other is None or self.meta.get("config") == other.meta.get("config"):
+            meta["config"] = self.meta.get("config")  # one solve config: still true of the sum
+        return ForgetVector(delta, {k: v for k, v in meta.items() if v is not None} |
+                            {"forget": {"combination": terms}})
 
     def _term(self, w: float = 1.0) -> list:
         comb = self.meta.get("forget", {}).get("combination")
@@ -82,7 +123,7 @@ class ForgetVector:
         if isinstance(other, numbers.Number) and other == 0:  # so sum([...]) works
             return self
         self._check(other)
-        return self._derived(self.delta + other.delta.to(self.delta.device), self._term() + other._term())
+        return self._derived(self.delta + other.delta.to(self.delta.device), self._term() + other._term(), other)
 
     __radd__ = __add__
 
@@ -108,9 +149,19 @@ class ForgetVector:
         """x (B, 3, H, W) in [0, 1] -> x + δ (clipped when the vector's config says so)."""
         return perturb(x, self.delta, self.clamp)
 
-    def wrap(self, model: nn.Module) -> "Perturbed":
-        """The deployable unlearned system: model(x + δ), weights untouched."""
-        return Perturbed(model, self.delta, self.clamp)
+    def wrap(self, model: nn.Module, fingerprint: str | None = None) -> "Perturbed":
+        """The deployable unlearned system: model(x + δ), weights and BN statistics untouched.
+
+        Refuses a model other than the θ_o the vector was solved on (one hash of its weights;
+        pass `fingerprint` when the caller already holds models.fingerprint(model))."""
+        solved_on = self.meta.get("model")
+        if solved_on is not None:
+            actual = fingerprint if fingerprint is not None else models.fingerprint(model)
+            if actual != solved_on:
+                raise ForgetVectorError(f"this vector was solved on θ_o {solved_on}, not on this model "
+                                        f"({actual}); solve a vector for this model, or drop the check "
+                                        "on purpose with ForgetVector(fv.delta)")
+        return Perturbed(model, self)
 
     @property
     def norm(self) -> float:
@@ -151,21 +202,34 @@ class ForgetVector:
 
 
 class Perturbed(nn.Module):
-    """model(x + δ): a forget vector in front of a frozen model (the unlearned system)."""
+    """model(x + δ): a forget vector in front of a frozen model (the unlearned system).
 
-    def __init__(self, model: nn.Module, delta: torch.Tensor, clamp: bool = False):
+    θ_o always runs in eval mode (BN uses its running statistics) and is never changed: the
+    system's train()/eval() do not reach it, and a θ_o left in train mode is evaluated in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, vector: ForgetVector):
         super().__init__()
-        check_finite(delta)
+        check_finite(vector.delta)
         self.model = model
-        self.register_buffer("delta", delta.detach().clone().float())
-        self.clamp = clamp
+        self.vector = vector
+        self.register_buffer("delta", vector.delta)  # the vector's own tensor: one source of truth
+
+    @property
+    def clamp(self) -> bool:
+        return self.vector.clamp
+
+    def train(self, mode: bool = True) -> "Perturbed":
+        self.training = mode  # θ_o keeps its own mode: the unlearned system never trains it
+        return self
 
     def perturb(self, x: torch.Tensor) -> torch.Tensor:
         """What the model sees: x (B, 3, H, W) + δ (clipped when clamp)."""
         return perturb(x, self.delta, self.clamp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.perturb(x))
+        with models.evaluating(self.model):
+            return self.model(self.perturb(x))
 
 
 def unwrap(system: nn.Module) -> nn.Module:

@@ -6,7 +6,6 @@ non-augmented view. Values are fractions in [0, 1] in code and percentages in ta
 """
 from __future__ import annotations
 
-from concurrent.futures import Executor, Future
 from typing import Callable
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from fvlib.data import ImageData, to_float
-from fvlib.mia import MIAConfig, attack, submit, svc_mia, threshold_mia  # noqa: F401 (re-exported)
+from fvlib.mia import Job, MIAConfig
 from fvlib.runtime import autocast
 from fvlib.splits import Split
 
@@ -29,6 +28,7 @@ def logits(system: nn.Module, x: torch.Tensor, batch_size: int = 1024,
     transform maps a uint8 batch to float (B, 3, H, W) in [0, 1] (default: plain conversion); it is
     how shifted views are scored (a forget vector's δ is then added on top, inside the system).
     """
+    check_system(system)
     system.eval()
     out = []
     for chunk in x.split(batch_size):
@@ -38,6 +38,20 @@ def logits(system: nn.Module, x: torch.Tensor, batch_size: int = 1024,
     if not out:
         return torch.empty(0, 0, device=x.device)
     return torch.cat(out)
+
+
+def check_system(system: object) -> None:
+    """Raise TypeError unless system is an nn.Module (a ForgetVector must be wrapped around θ_o)."""
+    if not isinstance(system, nn.Module):
+        hint = (" (a ForgetVector: pass fv.wrap(θ_o), the unlearned system)"
+                if type(system).__name__ == "ForgetVector" else "")
+        raise TypeError(f"a system must be an nn.Module mapping [0, 1] pixels to logits, got "
+                        f"{type(system).__name__}{hint}")
+
+
+def percent(x):
+    """Fractions in [0, 1] (records) as percentages (tables): one place for the ×100."""
+    return x * 100
 
 
 def accuracy(system: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> float:
@@ -59,18 +73,15 @@ def _features(tr: torch.Tensor, te: torch.Tensor, ytr: torch.Tensor, yte: torch.
             "l_retain": np_(l_tr[split.retain]), "l_test": np_(l_te), "l_forget": np_(l_tr[split.forget])}
 
 
-def evaluate_async(system: nn.Module, data: ImageData, split: Split, mia: MIAConfig | None = MIAConfig(),
-                   transform: Callable | None = None, batch_size: int = 1024,
-                   pool: Executor | None = None) -> tuple[dict[str, float], Future | None]:
-    """(UA, RA, TA now; a Future of {MIA, MIA_loss} or None): the SVC fits can run in `pool`
-    while the GPU goes on with the next system."""
+def measure(system: nn.Module, data: ImageData, split: Split, mia: MIAConfig | None = MIAConfig(),
+            transform: Callable | None = None, batch_size: int = 1024) -> tuple[dict[str, float], Job | None]:
+    """(UA, RA, TA now; the MIA fits as a deferred Job, or None without mia) of a system on one
+    split. The record store runs the job inline or beside the GPU's next system."""
     split.check(data)
     kw = dict(transform=transform, batch_size=batch_size)
     tr_logits = logits(system, data.train_x, **kw)
     te_logits = logits(system, data.test_x[split.test_eval], **kw)
-    if not (torch.isfinite(tr_logits).all() and torch.isfinite(te_logits).all()):
-        raise FloatingPointError("the system produced non-finite logits; check its weights (a diverged "
-                                 "model) or its forget vector δ.")
+    _check_logits(tr_logits, te_logits, data)
     ytr, yte = data.train_y, data.test_y[split.test_eval]
     correct = tr_logits.argmax(1) == ytr
     acc = {"UA": 1.0 - correct[split.forget].float().mean().item(),
@@ -78,7 +89,17 @@ def evaluate_async(system: nn.Module, data: ImageData, split: Split, mia: MIACon
            "TA": (te_logits.argmax(1) == yte).float().mean().item()}
     if mia is None:
         return acc, None
-    return acc, submit(pool, _features(tr_logits, te_logits, ytr, yte, split), mia)
+    return acc, Job(_features(tr_logits, te_logits, ytr, yte, split), mia)
+
+
+def _check_logits(tr: torch.Tensor, te: torch.Tensor, data: ImageData) -> None:
+    """One clear error for logits of the wrong width or with NaN/inf."""
+    if tr.shape[1] != data.num_classes:
+        raise ValueError(f"the system returns {tr.shape[1]} logits per image but {data.name} has "
+                         f"{data.num_classes} classes; use a model trained on these classes")
+    if not (torch.isfinite(tr).all() and torch.isfinite(te).all()):
+        raise FloatingPointError("the system produced non-finite logits; check its weights (a diverged "
+                                 "model) or its forget vector δ.")
 
 
 def evaluate(system: nn.Module, data: ImageData, split: Split, mia: MIAConfig | None = MIAConfig(),
@@ -87,8 +108,8 @@ def evaluate(system: nn.Module, data: ImageData, split: Split, mia: MIAConfig | 
 
     transform: a shifted view applied to every set (the shift study).
     """
-    acc, fut = evaluate_async(system, data, split, mia, transform, batch_size)
-    return {**acc, **(fut.result() if fut is not None else {})}
+    acc, job = measure(system, data, split, mia, transform, batch_size)
+    return {**acc, **(job() if job is not None else {})}
 
 
 def avg_gap(means: dict[str, float], retrain: dict[str, float],

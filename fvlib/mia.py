@@ -3,13 +3,13 @@
 MIA-Efficacy (docs/protocol.md P6): an RBF-SVC is fit on members (retain, label 1) vs non-members
 (test, label 0) using the true-label confidence, then asked about the forget set; the share of
 forget samples it calls non-member is the efficacy (higher = better unlearning). A loss-threshold
-attack is a second opinion. This module imports no torch: fvlib's study sends the fits to a pool of
-spawned processes that overlap the GPU work.
+attack is a second opinion. This module imports no torch: the record store runs each record's fits
+as a `Job`, inline or in spawned processes that overlap the GPU work.
 """
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 import multiprocessing
 
 import numpy as np
@@ -79,17 +79,39 @@ def attack(features: dict[str, np.ndarray], cfg: MIAConfig) -> dict[str, float]:
             "MIA_loss": threshold_mia(f["l_retain"], f["l_test"], f["l_forget"], cfg.seed)}
 
 
-def pool(workers: int) -> Executor | None:
-    """A process pool for attack() (spawned: no forked CUDA/OpenMP state), or None for workers < 1."""
-    if workers < 1:
-        return None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The attack fits of one record, deferred: per-sample features in, {MIA, MIA_loss} out.
+
+    A job is plain data (numpy arrays and a config), so it runs anywhere: inline, in a spawned
+    process beside a GPU, or as a CPU task of a cluster.
+    """
+    features: dict[str, np.ndarray]
+    cfg: MIAConfig = MIAConfig()
+
+    def __call__(self) -> dict[str, float]:
+        return attack(self.features, self.cfg)
 
 
-def submit(executor: Executor | None, features: dict[str, np.ndarray], cfg: MIAConfig) -> Future:
-    """attack() in the pool, or computed now (a finished Future) when there is no pool."""
-    if executor is not None:
-        return executor.submit(attack, features, cfg)
-    done: Future = Future()
-    done.set_result(attack(features, cfg))
-    return done
+class Runner:
+    """Runs jobs inline (workers < 1) or in a pool of spawned processes (no forked CUDA/OpenMP
+    state); a context manager that shuts its pool down."""
+
+    def __init__(self, workers: int = 0):
+        self.pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                     if workers >= 1 else None)
+
+    def submit(self, job: Job) -> Future:
+        """job() in the pool, or computed now (a finished Future) without one."""
+        if self.pool is not None:
+            return self.pool.submit(job)
+        done: Future = Future()
+        done.set_result(job())
+        return done
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=exc[0] is not None)

@@ -163,6 +163,19 @@ def fingerprint(model: nn.Module) -> str:
 
 
 @contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode for a block: modules found in train mode are switched back after."""
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
+@contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode, parameters frozen; restores each module's mode and each parameter's flag and .grad.
 

@@ -76,6 +76,18 @@ def figures_dir(profile: str) -> Path:
     return _make(_figures_root() / profile, "FVLIB_FIGURES")
 
 
+def resolve_data_root(value: str | os.PathLike | None) -> str | None:
+    """A data root as given by a user (None or "" = search the defaults): '~' expanded, made
+    absolute against the caller's current folder (not the notebooks'), and required to exist."""
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"data root {str(value)!r} does not exist (looked for {path}); pass an "
+                                "archive or a folder with train/ and test/, or \"\" for the defaults")
+    return str(path)
+
+
 def shared_data_dir() -> Path:
     """The offline archives shipped beside the project (../shared/data), read in place."""
     return ROOT.parent / "shared" / "data"

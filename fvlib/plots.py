@@ -101,3 +101,11 @@ def delta_images(deltas, titles: list[str]) -> plt.Figure:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def band(ax, x, frame, label: str) -> dict:
+    """Mean line with a ±std band (clipped to 0–100 %) from a frame with columns mean, std (in %)."""
+    mu, sd = frame["mean"].to_numpy(), frame["std"].to_numpy()
+    ax.plot(x, mu, marker="o", ms=3, label=label)
+    ax.fill_between(x, np.clip(mu - sd, 0, 100), np.clip(mu + sd, 0, 100), alpha=0.2)
+    return {"mean": mu.tolist(), "std": sd.tolist()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -15,8 +16,10 @@ from fvlib import __version__
 from fvlib.paths import ROOT
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """Current commit sha with a '-dirty' suffix for uncommitted changes; 'unknown' outside git."""
+    """The commit sha (with '-dirty' for uncommitted changes; 'unknown' outside git) when this process
+    first asked: asked once, not in two subprocesses per record."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
@@ -55,14 +58,14 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def provenance(config: Any = None, device: torch.device | None = None, **extra: Any) -> dict:
-    """A provenance record: fvlib version, git sha, torch/cuda/python versions, device, config."""
+def provenance(device: torch.device | None = None, **extra: Any) -> dict:
+    """A provenance record: fvlib version, git sha, torch/cuda/python versions, device, plus extra
+    (an experiment adds its profile, data and θ_o; a figure its settings and seconds)."""
     from fvlib.runtime import device_name
     rec = {
         "fvlib": __version__, "git_sha": git_sha(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "python": platform.python_version(),
         "device": device_name(device) if device is not None else None,
-        "config": to_jsonable(config),
     }
     rec.update(to_jsonable(extra))
     return rec

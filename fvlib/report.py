@@ -14,7 +14,7 @@ SECTIONS = (
     ("table2_transfer", "Table 2 — transfer to unseen forget data"),
     ("table3_cu_fv", "Table 3 — compositional unlearning (CU-FV)"),
     ("tableA1_runtime", "Table A1 — run time (minutes per method and trial)"),
-    ("gradcam_saliency_shift", "Grad-CAM saliency shift (1 − cosine vs the original model)"),
+    ("gradcam_saliency_change", "Grad-CAM saliency change (1 − cosine vs the original model)"),
     ("beta_random", "Random-forgetting Beta (rule fixed in advance, docs/protocol.md D10)"),
     ("table1_fv_plus_classwise", "Beyond the paper — Table 1 class-wise with FV+ (docs/protocol.md E)"),
     ("table1_fv_plus_random", "Beyond the paper — Table 1 random with FV+"),
@@ -37,7 +37,7 @@ def build(profile: str, timings: list[dict] | None = None) -> Path:
         prov = prov or doc.get("provenance")
         parts += [f"## {title}", "", markdown(doc["table"]), ""]
     if prov:
-        cfg = prov.get("profile_config") or prov.get("config") or {}
+        cfg = prov.get("profile_config") or {}
         theta = prov.get("theta_o") or {}
         pct = lambda v: f"{100 * v:.2f} %" if isinstance(v, (int, float)) else "?"  # noqa: E731
         parts += ["## What was run", "",

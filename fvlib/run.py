@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fvlib.config import PROFILE_NAMES
-from fvlib.paths import ROOT
+from fvlib.paths import ROOT, resolve_data_root
 
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "runs"
@@ -40,16 +40,6 @@ def select(only: Sequence[str] | None = None, folder: Path | None = None) -> lis
         raise ValueError(f"no notebook starts with {', '.join(unknown)}; notebooks: "
                          + ", ".join(nb.name for nb in found))
     return [nb for nb in found if any(nb.name.startswith(o) for o in only)]
-
-
-def resolve_data_root(value: str | None) -> str | None:
-    """A given data root as an absolute path (relative to the caller's cwd, not the notebooks')."""
-    if not value:
-        return None
-    path = Path(value).expanduser().resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"data root {value!r} does not exist (looked for {path})")
-    return str(path)
 
 
 def _last_started_cell(executed: Path) -> str:

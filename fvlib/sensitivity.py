@@ -10,8 +10,8 @@ all missing trials are solved in one batch, every (point, trial) result is a rec
 store's provenance, and a rerun or an interrupted sweep recomputes nothing that finished. A
 config reached from two sweeps (e.g. code-form (λ1, λ2) = (1, 1) is the τ = 1 point) is one record.
 
-Grids, trials and epochs default to the profile's (`Profile.taus`, `lambda1s`, `lambda2s`,
-`sweep_trials`, `sweep_epochs`). "avg" is the paper's "average performance across TA, RA, UA and
+Grids, trials and epochs default to the study's sizes (`SweepSizes`, with the profile's overrides
+in `Profile.studies["sweeps"]`). "avg" is the paper's "average performance across TA, RA, UA and
 MIA-Efficacy" (Figs. A2-A3): the plain mean of the four metrics, not Table 1's Avg.Gap to Retrain.
 """
 from __future__ import annotations
@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from tqdm.auto import tqdm
 
-from fvlib import labels, metrics, mia, records, study
+from fvlib import labels, metrics, records
+from fvlib.mia import MIAConfig
 from fvlib.solve import FVConfig
 
 if TYPE_CHECKING:
     from fvlib.experiment import Experiment
 
+TAUS = tuple(round(0.2 * i, 1) for i in range(12))     # Fig. A2: 0.0, 0.2, …, 2.2
+LAMBDA1S = (1.0, 2.0, 3.0, 4.0, 5.0)                   # Fig. A3 rows (retain weight)
+LAMBDA2S = (0.0, 1.0, 2.0, 3.0, 4.0)                   # Fig. A3 columns (norm weight)
 CHOSEN_TAU = 1.0                                       # the paper's τ (Sec. 5, App. B)
 # The paper's (λ1, λ2) for CIFAR-10 (Sec. 6, App. C): class-wise (3, 1), random (1, 1).
 CHOSEN_LAMBDA = {"classwise": (3.0, 1.0), "random": (1.0, 1.0)}
@@ -40,6 +43,21 @@ OBJECTIVE_FORMS = {
     "code": "code form P4.1: Beta·ℓ_f + λ1·CE(D_r) + λ2·‖δ‖₂/B (λ1 = Alpha, λ2 = Lambda)",
 }
 Point = tuple[dict, FVConfig]  # (labels shown as columns, e.g. {"tau": 0.4}; the config solved)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSizes:
+    """How big the sweeps are (Profile.studies["sweeps"]); the paper's grids by default."""
+    taus: tuple[float, ...] = TAUS         # Fig. A2 grid
+    lambda1s: tuple[float, ...] = LAMBDA1S  # Fig. A3 grid rows
+    lambda2s: tuple[float, ...] = LAMBDA2S  # Fig. A3 grid columns
+    trials: int | None = None              # trials per sweep point (None: the profile's trials)
+    epochs: int | None = None              # forget-vector epochs per point (None: the config's own)
+
+
+def sizes(ex: "Experiment") -> SweepSizes:
+    """The sweep sizes of ex's profile."""
+    return ex.profile.sizes("sweeps", SweepSizes)
 
 
 # ----------------------------------------------------------------------------- conditions
@@ -78,24 +96,24 @@ def beta_config(base: FVConfig, beta: float, epochs: int | None = None) -> FVCon
 
 
 def _epochs(ex: "Experiment", epochs: int | None) -> int | None:
-    """Sweep epochs: given (> 0), else the profile's sweep_epochs (None keeps the config's own)."""
-    return int(epochs) if epochs else ex.profile.sweep_epochs
+    """Sweep epochs: given (> 0), else the sweep sizes' (None keeps the config's own)."""
+    return int(epochs) if epochs else sizes(ex).epochs
 
 
 def tau_points(ex: "Experiment", scenario: str, taus: Sequence[float] | None = None,
                epochs: int | None = None) -> list[Point]:
-    """Fig. A2 conditions: the scenario's profile config with τ replaced (default grid: profile.taus)."""
+    """Fig. A2 conditions: the scenario's profile config with τ replaced (default: the sizes' grid)."""
     base, e = ex.profile.fv_for(scenario), _epochs(ex, epochs)
-    return [({"tau": float(t)}, tau_config(base, t, e)) for t in (taus or ex.profile.taus)]
+    return [({"tau": float(t)}, tau_config(base, t, e)) for t in (taus or sizes(ex).taus)]
 
 
 def lambda_points(ex: "Experiment", scenario: str, lambda1s: Sequence[float] | None = None,
                   lambda2s: Sequence[float] | None = None, objective: str = "paper",
                   epochs: int | None = None) -> list[Point]:
-    """Fig. A3 conditions: λ1 × λ2 (default grid: profile.lambda1s × profile.lambda2s)."""
-    base, e = ex.profile.fv_for(scenario), _epochs(ex, epochs)
+    """Fig. A3 conditions: λ1 × λ2 (default: the sizes' lambda1s × lambda2s)."""
+    base, e, sz = ex.profile.fv_for(scenario), _epochs(ex, epochs), sizes(ex)
     return [({"lambda1": float(a), "lambda2": float(b)}, lambda_config(base, a, b, objective, e))
-            for a in (lambda1s or ex.profile.lambda1s) for b in (lambda2s or ex.profile.lambda2s)]
+            for a in (lambda1s or sz.lambda1s) for b in (lambda2s or sz.lambda2s)]
 
 
 def beta_points(ex: "Experiment", scenario: str, betas: Sequence[float] = BETAS,
@@ -108,36 +126,34 @@ def beta_points(ex: "Experiment", scenario: str, betas: Sequence[float] = BETAS,
 # ----------------------------------------------------------------------------- records
 
 def trial_ids(ex: "Experiment", trials: int | Sequence[int] | None = None) -> list[int]:
-    """Trials of a sweep: a list as given, n -> 0..n-1, None / 0 -> profile.sweep_trials (or trials)."""
+    """Trials of a sweep: a list as given, n -> 0..n-1, None / 0 -> the sizes' trials (or the profile's)."""
     if trials is None or isinstance(trials, int):
-        return ex.trials(trials or ex.profile.sweep_trials)
+        return ex.trials(trials or sizes(ex).trials)
     return [int(t) for t in trials]
 
 
 def sweep(ex: "Experiment", scenario: str, points: Sequence[Point],
           trials: int | Sequence[int] | None = None, name: str = "custom",
-          progress: bool = False) -> pd.DataFrame:
+          progress: bool = False, kind: str = "sweep") -> pd.DataFrame:
     """One row per (point, trial): the point's labels, UA, RA, TA, MIA, avg, MIA_loss, ‖δ‖₂
     (delta_l2), seconds (solve time per vector), objective, epochs and the record key.
 
-    Only missing records are computed (kind "sweep"); MIA fits overlap the next solve on a GPU.
+    Only missing records are computed (kind "sweep"), all points handed to the executor at once;
+    MIA fits overlap the next solve on a GPU.
     """
     split_list = ex.splits(scenario, trial_ids(ex, trials))
-    mcfg, bs = metrics.MIAConfig(), ex.profile.eval_batch_size
-    pool = mia.pool(study.mia_workers(ex))
-    rows = []
-    try:
-        def compute(system, split, _item):
-            acc, fut = metrics.evaluate_async(system.module, ex.data, split, mcfg, batch_size=bs, pool=pool)
-            cfg = system.vector.meta.get("config", {})
-            return {**acc, "delta_l2": system.vector.norm, "objective": cfg.get("objective"),
-                    "epochs": cfg.get("epochs"), "config": cfg}, fut
-        for point_labels, cfg in tqdm(list(points), desc=f"{name} sweep ({scenario})", disable=not progress):
-            recs = records.grid(ex, "sweep", "fv", split_list, [None], compute, lambda _: (mcfg,), cfg=cfg)
-            rows += [{**r, **point_labels, "sweep": name} for r in recs]
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    mcfg, bs = MIAConfig(), ex.profile.eval_batch_size
+
+    def compute_for(cfg: FVConfig):
+        def compute(ex, system, split, _item):
+            acc, job = metrics.measure(system.module, ex.data, split, mcfg, batch_size=bs)
+            return {**acc, "delta_l2": system.vector.norm, "objective": cfg.objective,
+                    "epochs": cfg.epochs, "config": cfg}, job
+        return compute
+    grids = [records.Grid(kind, "fv", split_list, [None], compute_for(cfg), lambda _: (mcfg,), cfg,
+                          fields=metrics.METRICS) for _labels, cfg in points]
+    out = records.run(ex, grids, progress)
+    rows = [{**r, **point_labels, "sweep": name} for (point_labels, _), recs in zip(points, out) for r in recs]
     df = pd.DataFrame(rows)
     df["avg"] = df[list(METRIC_COLS)].mean(axis=1)
     keys = list(dict.fromkeys(k for lab, _ in points for k in lab))
@@ -196,8 +212,8 @@ def summarize(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     g = df.groupby(["scenario", *by], sort=False)
     out = g.size().rename("trials").to_frame()
     for m in (*METRIC_COLS, "avg"):
-        out[f"{m}_mean"] = g[m].mean() * 100
-        out[f"{m}_std"] = g[m].std(ddof=0) * 100
+        out[f"{m}_mean"] = metrics.percent(g[m].mean())
+        out[f"{m}_std"] = metrics.percent(g[m].std(ddof=0))
     out["delta_l2"] = g["delta_l2"].mean()
     return out.reset_index()
 
@@ -218,7 +234,7 @@ def plot_tau(df: pd.DataFrame, title: str | None = None) -> plt.Figure:
         g = df[df["scenario"] == sc].groupby("tau")
         for c, (metric, color) in enumerate(_TAU_PANELS):
             ax = axes[r, c]
-            mu, sd = g[metric].mean() * 100, g[metric].std(ddof=0).fillna(0) * 100
+            mu, sd = metrics.percent(g[metric].mean()), metrics.percent(g[metric].std(ddof=0).fillna(0))
             ax.plot(mu.index, mu.values, "o-", color=color, ms=3, lw=1.5)
             ax.fill_between(mu.index, (mu - sd).values, (mu + sd).values, color=color, alpha=0.2, lw=0)
             ax.axvline(CHOSEN_TAU, color="0.6", ls=":", lw=1)
@@ -235,7 +251,7 @@ def plot_tau(df: pd.DataFrame, title: str | None = None) -> plt.Figure:
 def lambda_table(df: pd.DataFrame, scenario: str, metric: str = "avg") -> pd.DataFrame:
     """Mean over trials (in %) of a metric as a λ1 (rows) x λ2 (columns) table."""
     sub = df[df["scenario"] == scenario]
-    return sub.pivot_table(index="lambda1", columns="lambda2", values=metric, aggfunc="mean") * 100
+    return metrics.percent(sub.pivot_table(index="lambda1", columns="lambda2", values=metric, aggfunc="mean"))
 
 
 def plot_lambda(df: pd.DataFrame, metric: str = "avg", chosen: dict | None = None,

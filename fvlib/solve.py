@@ -24,11 +24,7 @@ from fvlib.runtime import autocast, generator, timer
 from fvlib.splits import Split
 
 BALLS = ("l2", "linf")
-DISTILL_TARGETS = ("view", "clean")
-
-# Per-class Beta the authors used for class-wise vectors (docs/protocol.md P4.2).
-CIFAR10_CLASS_BETA = (3.0, 8.0, 4.0, 5.0, 5.0, 6.0, 3.0, 7.0, 4.0, 10.0)
-IMAGENET10_CLASS_BETA = (10.0, 5.0, 10.0, 10.0, 5.0, 10.0, 5.0, 10.0, 10.0, 5.0)
+DISTILL_TARGETS = ("view", "unaugmented")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +41,13 @@ class FVConfig:
     alpha: float = 1.0            # code form: retain-CE weight (Alpha)
     beta: float = 3.0             # code form: forget-margin weight (Beta; 3 = CIFAR class-wise)
     lambda_norm: float = 1.0      # code form: weight of ‖δ‖₂ / B (Lambda)
-    beta_per_class: tuple[float, ...] | None = None  # per-class Beta (e.g. CIFAR10_CLASS_BETA)
+    beta_per_class: tuple[float, ...] | None = None  # per-class Beta, by class index (P4.2 tables)
     lambda1: float = 3.0          # paper form: retain-CE weight λ1 (3 CIFAR cls, 5 INet cls, 1 random)
     lambda2: float = 1.0          # paper form: weight of ‖δ‖₂² (λ2)
     squared_norm: bool | None = None  # None: unsquared for "code"/"distill", squared for "paper"
     temperature: float = 1.0      # distill: softmax temperature of the KL to θ_o's predictions
     distill_targets: str = "view"  # distill: θ_o on the same augmented view ("view", +1 forward per
-                                   # step) or on the un-augmented image, computed once ("clean")
+                                   # step) or on the un-augmented image, computed once ("unaugmented")
     radius: float | None = None   # projected steps: after each step δ is projected onto this ball
     ball: str = "l2"              # the ball of `radius`: "l2" (‖δ‖₂ ≤ r) or "linf" (|δ| ≤ r per pixel)
     clamp: bool = False           # clip x + δ to [0, 1] (off: the authors never clamp, D3)
@@ -89,7 +85,7 @@ class Terms(NamedTuple):
     forget: torch.Tensor
     retain: torch.Tensor
     norm: torch.Tensor
-    distill: torch.Tensor | None  # KL to θ_o's clean predictions (K, B); only for "distill"
+    distill: torch.Tensor | None  # KL to θ_o's predictions without δ (K, B); only for "distill"
 
 
 Objective = Callable[[Terms, torch.Tensor, FVConfig], tuple[torch.Tensor, ...]]
@@ -111,7 +107,7 @@ def paper_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch
 
 
 def distill_objective(t: Terms, betas: torch.Tensor, cfg: FVConfig) -> tuple[torch.Tensor, ...]:
-    """Code form with the retain CE replaced by the KL to θ_o's own clean predictions (an option):
+    """Code form with the retain CE replaced by the KL to θ_o's own predictions without δ (an option):
     δ is asked to keep what θ_o says on D_r, not to fit the labels θ_o itself gets wrong."""
     return code_objective(t._replace(ce=t.distill), betas, cfg)
 
@@ -138,7 +134,7 @@ def batch_loss(z: torch.Tensor, y: torch.Tensor, fmask: torch.Tensor, norm: torc
                ) -> tuple[torch.Tensor, dict]:
     """Per-problem loss (K,) from logits z (K,B,C), labels y (B,), forget flags (K,B), norms (K,).
 
-    z0 (B, C): θ_o's logits on the clean batch, needed by the "distill" objective only.
+    z0 (B, C): θ_o's logits on the batch without δ, needed by the "distill" objective only.
     """
     k, b = z.shape[:2]
     yk = y.expand(k, b)
@@ -177,8 +173,8 @@ def project(params: torch.Tensor, radius: float, ball: str) -> torch.Tensor:
     return params * (radius / norm).clamp(max=1.0).view(-1, *([1] * (params.dim() - 1)))
 
 
-def clean_logits(model: nn.Module, data: ImageData, batch_size: int = 1024) -> torch.Tensor:
-    """θ_o's logits (N, C) on every un-augmented training image (the "clean" distillation targets)."""
+def unaugmented_logits(model: nn.Module, data: ImageData, batch_size: int = 1024) -> torch.Tensor:
+    """θ_o's logits (N, C) on every un-augmented training image (the "unaugmented" distillation targets)."""
     out = []
     with torch.no_grad(), autocast(data.device):
         for x in data.train_x.split(batch_size):
@@ -205,7 +201,7 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
     aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
     idx = torch.arange(len(data.train_y), device=dev)
     distill = cfg.objective == "distill"
-    targets = clean_logits(model, data) if distill and cfg.distill_targets == "clean" else None
+    targets = unaugmented_logits(model, data) if distill and cfg.distill_targets == "unaugmented" else None
     log = []
     for epoch in tqdm(range(cfg.epochs), desc="forget vector", disable=not progress, leave=False):
         sums = None
@@ -259,10 +255,11 @@ def _problems(data: ImageData, splits: Sequence[Split], cfg: FVConfig) -> tuple[
     return torch.stack([s.forget for s in splits]), torch.tensor(cfg.betas(splits), device=data.device)
 
 
-def _meta(model, data, split: Split, cfg, rows: list[dict], k: int, seconds: float, n: int,
+def _meta(fingerprint: str, data, split: Split, cfg, rows: list[dict], k: int, seconds: float, n: int,
           **extra) -> dict:
+    """A solved vector's metadata: data, θ_o's fingerprint, forget set, config, cost, last epoch."""
     last = _column(rows[-1:], k)[0]
-    return {"dataset": data.name, "model": models.fingerprint(model),
+    return {"dataset": data.name, "model": fingerprint, "clamp": cfg.clamp,
             "forget": {"scenario": split.scenario, "trial": split.trial,
                        "classes": list(split.classes), "hash": split.hash},
             "config": to_jsonable(cfg), "final_epoch": last,
@@ -271,32 +268,37 @@ def _meta(model, data, split: Split, cfg, rows: list[dict], k: int, seconds: flo
 
 
 def solve_many(model: nn.Module, data: ImageData, splits: Sequence[Split], cfg: FVConfig = FVConfig(),
-               progress: bool = True) -> list[ForgetVector]:
-    """Solve K forget vectors together (one per split), every batch scored under all K δ_k."""
+               progress: bool = True, fingerprint: str | None = None) -> list[ForgetVector]:
+    """Solve K forget vectors together (one per split), every batch scored under all K δ_k.
+
+    fingerprint: θ_o's models.fingerprint when the caller holds it (else hashed once here)."""
     forget, betas = _problems(data, splits, cfg)
+    fingerprint = fingerprint or models.fingerprint(model)
     params = torch.zeros(len(splits), *data.image_shape, device=data.device, requires_grad=True)
     prob = Problem(params, lambda p: p, forget, betas)                           # zero init
     with models.frozen(model), timer(data.device) as t:
         log = _run(model, data, prob, cfg, progress)
     return [ForgetVector(params[i].detach().clone(),
-                         _meta(model, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i)))
+                         _meta(fingerprint, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i)))
             for i, s in enumerate(splits)]
 
 
 def solve(model: nn.Module, data: ImageData, split: Split, cfg: FVConfig = FVConfig(),
-          progress: bool = True) -> ForgetVector:
+          progress: bool = True, fingerprint: str | None = None) -> ForgetVector:
     """One forget vector for one forget set (solve_many with K = 1)."""
-    return solve_many(model, data, [split], cfg, progress)[0]
+    return solve_many(model, data, [split], cfg, progress, fingerprint)[0]
 
 
 def compose(model: nn.Module, data: ImageData, splits: Sequence[Split], basis: Sequence[ForgetVector],
-            cfg: FVConfig = FVConfig(), progress: bool = True) -> list[tuple[ForgetVector, torch.Tensor]]:
+            cfg: FVConfig = FVConfig(), progress: bool = True,
+            fingerprint: str | None = None) -> list[tuple[ForgetVector, torch.Tensor]]:
     """CU-FV (Eq. 5): learn w ∈ R^M over frozen basis vectors for each split; w initialised at 0.
 
     The norm term penalises ‖w‖₂ (unsquared, not divided by B in the code form: P5). Returns
     (ForgetVector of Σ w_m δ_m, w (M,)) per split.
     """
     forget, betas = _problems(data, splits, cfg)
+    fingerprint = fingerprint or models.fingerprint(model)
     if not basis:
         raise ValueError("compose needs at least one basis vector")
     if cfg.radius is not None:
@@ -313,7 +315,7 @@ def compose(model: nn.Module, data: ImageData, splits: Sequence[Split], basis: S
         log = _run(model, data, prob, wcfg, progress)
     out = []
     for i, s in enumerate(splits):
-        meta = _meta(model, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i),
+        meta = _meta(fingerprint, data, s, cfg, log, i, t["seconds"], len(splits), log=_column(log, i),
                      weights=w[i].tolist(), basis=[b.meta.get("forget") for b in basis])
         out.append((ForgetVector(to_delta(w.detach())[i], meta), w[i].detach().clone()))
     return out

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from fvlib import labels, metrics, paper, records
-from fvlib.shift_study import shift_params, shifted_view
 from fvlib.shifts import ShiftConfig
 from fvlib.splits import Split
 from fvlib.systems import METHOD_ORDER
+from fvlib.views import shift_params, shifted_view
 
 if TYPE_CHECKING:
     from fvlib.experiment import Experiment
@@ -31,36 +31,35 @@ def transfer_records(ex: "Experiment", methods: Sequence[str] = METHOD_ORDER,
                      trials: Sequence[int] | None = None, seed: int = 0, cfg: ShiftConfig = ShiftConfig(),
                      progress: bool = True) -> pd.DataFrame:
     """Tidy records (method, trial, scenario, condition, UA in [0, 1]) of the three columns."""
-    data, bs = ex.data, ex.profile.eval_batch_size
+    bs = ex.profile.eval_batch_size
 
-    def compute(system: "System", split: Split, c: str) -> dict:
+    def compute(ex: "Experiment", system: "System", split: Split, c: str) -> dict:
+        data = ex.data
         if c == "test_class":
             x, y = data.test_x[split.test_forget], data.test_y[split.test_forget]
         else:
             idx = split.forget.nonzero().flatten()
             x, y = shifted_view(c, data, seed, cfg, train_idx=idx)[0], data.train_y[idx]
         return {"condition": c, "UA": 1.0 - metrics.accuracy(system.module, x, y, batch_size=bs)}
-    cw, rd, rows = ex.splits("classwise", trials), ex.splits("random", trials), []
-    for method in methods:
-        rows += records.grid(ex, "transfer", method, cw, ["test_class"], compute, progress=progress)
-        rows += records.grid(ex, "transfer", method, rd, list(SHIFTED), compute,
-                             lambda c: (c, shift_params(c, cfg), seed), progress=progress)
-    return pd.DataFrame(rows)
+    cw, rd = ex.splits("classwise", trials), ex.splits("random", trials)
+    grids = [g for m in methods for g in (
+        records.Grid("transfer", m, cw, ["test_class"], compute, fields=("UA",)),
+        records.Grid("transfer", m, rd, list(SHIFTED), compute, lambda c: (c, shift_params(c, cfg), seed),
+                     fields=("UA",)))]
+    return pd.DataFrame([r for rows in records.run(ex, grids, progress) for r in rows])
 
 
 def transfer_summary(recs: pd.DataFrame) -> pd.DataFrame:
     """Numeric Table 2 (%): per column <c>_mean, <c>_std, <c>_paper, <c>_diff (ours − paper);
-    rows = display names of the methods, in record order."""
+    rows = method keys, in record order."""
     g = recs.groupby(["method", "condition"], sort=False)["UA"]
-    mean, std = g.mean().unstack() * 100, g.std(ddof=0).unstack() * 100
+    mean, std = metrics.percent(g.mean().unstack()), metrics.percent(g.std(ddof=0).unstack())
     methods, ref = list(dict.fromkeys(recs["method"])), paper.table2()
-    out = pd.DataFrame(index=methods)
+    out = pd.DataFrame(index=pd.Index(methods, name="method"))
     for c in COLUMNS:
         out[f"{c}_mean"], out[f"{c}_std"] = mean[c].reindex(methods), std[c].reindex(methods)
         out[f"{c}_paper"] = [ref[m][c][0] if m in ref else np.nan for m in methods]
         out[f"{c}_diff"] = out[f"{c}_mean"] - out[f"{c}_paper"]
-    out.index = [labels.method(m) for m in methods]
-    out.index.name = "method"
     return out
 
 
@@ -74,8 +73,8 @@ def transfer_table(ex: "Experiment", methods: Sequence[str] = METHOD_ORDER,
 def format_transfer(summary: pd.DataFrame) -> pd.DataFrame:
     """Table 2 as text: per column 'ours mean±std', 'paper mean±std', 'Δ (ours − paper)'."""
     ref = paper.table2()
-    keys = [labels.method_key(i) for i in summary.index]
-    out = pd.DataFrame(index=summary.index)
+    keys = list(summary.index)
+    out = pd.DataFrame(index=pd.Index([labels.method(k) for k in keys], name="method"))
     for c, name in COLUMNS.items():
         out[name] = [f"{m:.2f}±{s:.2f}" for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
         out[f"{name} (paper)"] = [f"{ref[k][c][0]:.2f}±{ref[k][c][1]:.2f}" if k in ref else "–"
@@ -87,10 +86,10 @@ def format_transfer(summary: pd.DataFrame) -> pd.DataFrame:
 def styled(summary: pd.DataFrame):
     """A notebook view of transfer_summary(): ours and the paper per column (UA %, higher = more
     forgetting of unseen forget data), the best of ours per column (Retrain aside) highlighted."""
-    view = pd.DataFrame(index=summary.index)
+    view = pd.DataFrame(index=[labels.method(k) for k in summary.index])
     for c, name in COLUMNS.items():
-        view[(name, "ours")] = summary[f"{c}_mean"]
-        view[(name, "paper")] = summary[f"{c}_paper"]
+        view[(name, "ours")] = summary[f"{c}_mean"].to_numpy()
+        view[(name, "paper")] = summary[f"{c}_paper"].to_numpy()
     view.columns = pd.MultiIndex.from_tuples(view.columns)
     rows = [i for i in view.index if i not in (labels.method("retrain"), labels.method("original"))]
     sty = view.style.format("{:.2f}", na_rep="–")

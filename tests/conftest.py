@@ -60,7 +60,9 @@ def short_experiment(digits, trained):
     from fvlib import config
     from fvlib.experiment import Experiment
     base = config.get_profile("smoke")
-    ucfg = dataclasses.replace(base.unlearn_cfg(), retrain=dataclasses.replace(base.train, epochs=3))
-    short = base.replace(unlearn=ucfg, trials=1, fv=dataclasses.replace(base.fv, epochs=3),
+    from fvlib.baselines.retrain import RetrainConfig
+    retrain = RetrainConfig(base.model, dataclasses.replace(base.train, epochs=3))
+    short = base.replace(baselines={**base.baselines, "retrain": retrain}, trials=1,
+                         fv=dataclasses.replace(base.fv, epochs=3),
                          fv_random=dataclasses.replace(base.fv_random, epochs=3))
     return Experiment(short, digits, *trained)

@@ -63,7 +63,7 @@ def test_tau_floors_the_forget_margin():
     assert loss.item() == pytest.approx(-0.2)
 
 
-def test_distill_objective_uses_kl_to_clean_predictions():
+def test_distill_objective_uses_kl_to_predictions_without_delta():
     cfg = dataclasses.replace(CFG, objective="distill", alpha=1.0, beta=0.0, lambda_norm=0.0)
     loss_same, _ = solve.batch_loss(Z, Y, F, NORM, torch.zeros(1), cfg, z0=Z[0])
     assert loss_same.item() == pytest.approx(0.0, abs=1e-6)   # δ keeps θ_o's predictions: no cost
@@ -189,8 +189,10 @@ def test_non_finite_delta_is_rejected(single, original, tmp_path):
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ForgetVectorError, match="non-finite"):
         ForgetVector(bad)
+    later = ForgetVector(torch.zeros_like(bad))
+    later.delta.fill_(float("inf"))  # changed in place after its checks
     with pytest.raises(ForgetVectorError, match="non-finite"):
-        Perturbed(original, bad.clone().fill_(float("inf")))
+        Perturbed(original, later)
     with pytest.raises(ForgetVectorError, match="non-finite"):
         single * float("nan")
     from fvlib.cache import save_tensors
@@ -234,7 +236,7 @@ def test_margins():
 
 
 def test_per_class_beta_table(digits):
-    cfg = dataclasses.replace(CFG, beta_per_class=solve.CIFAR10_CLASS_BETA)
+    cfg = dataclasses.replace(CFG, beta_per_class=(3.0, 8.0, 4.0, 5.0, 5.0, 6.0, 3.0, 7.0, 4.0, 10.0))
     fake = [splits.classwise(digits, k) for k in (0, 9)]
     assert cfg.betas(fake) == [3.0, 10.0] and CFG.betas(fake) == [3.0, 3.0]
     assert config.get_profile("quick_imagenet10").fv.betas(fake) == [10.0, 5.0]
@@ -259,15 +261,15 @@ def test_radius_bounds_every_vector(digits, original, many, ball):
     assert max(float(v.delta.norm()) for v in vs) < free
 
 
-def test_clean_distillation_targets(digits, original):
+def test_unaugmented_distillation_targets(digits, original):
     x = digits.train_x[:5]
     from fvlib.data import to_float
-    assert torch.allclose(solve.clean_logits(original, digits)[:5], original(to_float(x)), atol=1e-5)
-    # with no augmentation the view is the clean image: both target kinds give the same δ
+    assert torch.allclose(solve.unaugmented_logits(original, digits)[:5], original(to_float(x)), atol=1e-5)
+    # with no augmentation the view is the un-augmented image: both target kinds give the same δ
     split = splits.classwise(digits, 2)
     base = dataclasses.replace(CFG, epochs=2, objective="distill", augment="none")
     view = solve.solve(original, digits, split, base, progress=False)
-    clean = solve.solve(original, digits, split, dataclasses.replace(base, distill_targets="clean"),
+    clean = solve.solve(original, digits, split, dataclasses.replace(base, distill_targets="unaugmented"),
                         progress=False)
     assert torch.allclose(view.delta, clean.delta, atol=1e-4)
 
@@ -281,3 +283,68 @@ def test_bad_projection_and_target_settings_raise(digits, original, many):
     with pytest.raises(ValueError, match="radius"):
         solve.compose(original, digits, [split], many, dataclasses.replace(CFG, epochs=1, radius=1.0),
                       progress=False)
+
+
+# ----------------------------------------------------------------------------- metadata, enforced
+
+def test_wrap_refuses_another_theta_o(digits, original, single):
+    other = copy.deepcopy(original)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    with pytest.raises(ForgetVectorError, match="solved on θ_o .* not on this model"):
+        single.wrap(other)
+    assert single.wrap(original).model is original           # its own θ_o: fine
+    assert ForgetVector(single.delta).wrap(other).model is other  # a bare δ knows no θ_o
+
+
+def test_sum_metadata_rules(single, many):
+    alien = ForgetVector(single.delta, {**single.meta, "model": "0000000000000000"})
+    for a, b in ((single, alien), (alien, single)):
+        with pytest.raises(ForgetVectorError, match="different θ_o"):
+            a + b
+    cifar = ForgetVector(single.delta, {"dataset": "cifar10"})
+    bare = ForgetVector(torch.zeros_like(single.delta))
+    assert (bare + cifar).meta["dataset"] == (cifar + bare).meta["dataset"] == "cifar10"
+    clamped = ForgetVector(single.delta, {**single.meta, "clamp": True})
+    for a, b in ((single, clamped), (clamped, single)):  # the same answer in either order
+        with pytest.raises(ForgetVectorError, match="different clamp settings"):
+            a + b
+    assert (bare + clamped).clamp and (clamped + bare).clamp and (2 * clamped).clamp
+    both = many[0] + many[1]
+    assert both.meta["model"] == many[0].meta["model"] and both.meta["config"] == many[0].meta["config"]
+
+
+def test_a_delta_of_another_image_shape_is_never_broadcast(digits, original):
+    tiny = ForgetVector(torch.full((3, 1, 1), 0.1))
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ForgetVectorError, match=r"image shape \(3, 1, 1\) cannot perturb images of shape"):
+        tiny.wrap(original)(x)
+    with pytest.raises(ForgetVectorError, match="cannot perturb"):
+        tiny.apply(x)
+
+
+def test_the_wrapped_theta_o_runs_in_eval_mode_and_stays_unchanged(digits, original, single):
+    theta = copy.deepcopy(original).train()  # a θ_o left in train mode: BN would update its statistics
+    fv = ForgetVector(single.delta)
+    before = {k: v.clone() for k, v in theta.state_dict().items()}
+    x = digits.test_x[:32].permute(0, 3, 1, 2).float() / 255
+    system = fv.wrap(theta)
+    with torch.no_grad():
+        out = system(x)
+        system.train()(x)  # the system's mode does not reach θ_o either
+    assert all(torch.equal(v, before[k]) for k, v in theta.state_dict().items())
+    assert theta.training and all(m.training for m in theta.modules())  # its own mode is restored
+    with torch.no_grad():
+        assert torch.allclose(out, copy.deepcopy(original).eval()(x + single.delta), atol=1e-5)
+
+
+def test_a_vector_where_a_system_is_expected(digits, single):
+    split = splits.classwise(digits, 3)
+    with pytest.raises(TypeError, match=r"ForgetVector: pass fv.wrap\(θ_o\)"):
+        metrics.evaluate(single, digits, split)
+
+
+def test_a_model_of_another_class_count_is_named(digits, original):
+    few = torch.nn.Sequential(original, torch.nn.Linear(10, 4))
+    with pytest.raises(ValueError, match="returns 4 logits per image but digits has 10 classes"):
+        metrics.evaluate(few, digits, splits.classwise(digits, 3), mia=None)

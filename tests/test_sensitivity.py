@@ -33,15 +33,16 @@ def _count(monkeypatch, module, name):
 
 
 def test_tau_sweep_rows_follow_the_profile(ex, taus):
-    assert taus["tau"].tolist() == list(ex.profile.taus) and (taus["trial"] == 0).all()
-    assert (taus["epochs"] == ex.profile.sweep_epochs).all() and (taus["objective"] == "code").all()
+    sizes = sensitivity.sizes(ex)
+    assert taus["tau"].tolist() == list(sizes.taus) == [0.0, 1.0, 2.0] and (taus["trial"] == 0).all()
+    assert (taus["epochs"] == sizes.epochs).all() and (taus["objective"] == "code").all()
     for col in ("UA", "RA", "TA", "MIA", "avg"):
         assert taus[col].between(0, 1).all(), col
     assert (taus["avg"] - taus[["UA", "RA", "TA", "MIA"]].mean(axis=1)).abs().max() < 1e-12
     assert taus["key"].is_unique
     # records come from the one store, with its provenance (code version, θ_o)
     rec = records.read("sweep", taus["key"].iloc[0])
-    assert rec["config"]["tau"] == 0.0 and rec["config"]["epochs"] == ex.profile.sweep_epochs
+    assert rec["config"]["tau"] == 0.0 and rec["config"]["epochs"] == sizes.epochs
     assert rec["provenance"]["git_sha"] and rec["provenance"]["theta_o"]["fingerprint"] == ex.identity[1]
 
 
@@ -54,7 +55,7 @@ def test_tau_changes_delta_norm(taus):
 
 def test_sweep_rerun_computes_nothing_and_resumes(ex, taus, monkeypatch):
     solves = _count(monkeypatch, fvlib.solve, "solve_many")
-    evals = _count(monkeypatch, fvlib.metrics, "evaluate_async")
+    evals = _count(monkeypatch, fvlib.metrics, "measure")
     again = sensitivity.tau_sweep(ex, "classwise", trials=[0])
     assert solves == [] and evals == []
     pd.testing.assert_frame_equal(again, taus)
@@ -88,7 +89,7 @@ def test_lambda_grid_shape_and_plot(ex):
 
 
 def test_lambda_and_beta_config_forms():
-    base = solve.FVConfig(beta=3.0, beta_per_class=solve.CIFAR10_CLASS_BETA)
+    base = solve.FVConfig(beta=3.0, beta_per_class=(3.0, 8.0, 4.0, 5.0, 5.0, 6.0, 3.0, 7.0, 4.0, 10.0))
     paper = sensitivity.lambda_config(base, 2, 4, "paper")
     assert (paper.objective, paper.lambda1, paper.lambda2) == ("paper", 2.0, 4.0)
     code = sensitivity.lambda_config(base, 2, 4, "code", epochs=5)

@@ -1,4 +1,5 @@
-"""Shift robustness (fvlib.shift_study, Fig. 2 / A1) on digits: shifted views, metrics, records."""
+"""Shift robustness (fvlib.shift_study, Fig. 2 / A1) on digits: shifted views (fvlib.views),
+metrics, records."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fvlib import metrics, records, shift_study, systems
+from fvlib import metrics, records, shift_study, systems, views
 
 METRIC_KEYS = ("UA", "RA", "TA", "MIA")
 
@@ -21,27 +22,32 @@ def split(ex):
     return ex.splits("classwise", [0])[0]
 
 
+def evaluate_shifted(system, data, split, shift, max_eval=None):
+    """UA, RA, TA, MIA of a system with every set shifted."""
+    view, compact = views.shifted_data(system, data, split, shift, max_eval=max_eval)
+    return metrics.evaluate(system, view, compact)
+
+
 @pytest.fixture(scope="module")
 def shifted(ex, split):
     """θ_o on class-wise trial 0 under every shift (PGD on a 48-image subsample per set)."""
-    return {s: shift_study.evaluate_shifted(ex.original, ex.data, split, s, max_eval=48)
-            for s in shift_study.SHIFT_ORDER}
+    return {s: evaluate_shifted(ex.original, ex.data, split, s, max_eval=48) for s in views.SHIFT_ORDER}
 
 
 def test_shifted_view_shapes_dtype_and_pgd_budget(ex):
     data = ex.data
-    tr, te = shift_study.shifted_view("benign", data)
+    tr, te = views.shifted_view("benign", data)
     assert torch.equal(tr, data.train_x) and torch.equal(te, data.test_x)
-    gtr, gte = shift_study.shifted_view("gn1", data, seed=0)
+    gtr, gte = views.shifted_view("gn1", data, seed=0)
     assert gtr.dtype == torch.uint8 and gtr.shape == data.train_x.shape and gte.shape == data.test_x.shape
     assert not torch.equal(gtr, data.train_x)
     idx_tr, idx_te = torch.arange(0, 40, 2), torch.arange(5)
-    atr, ate = shift_study.shifted_view("pgd", data, system=ex.original, train_idx=idx_tr, test_idx=idx_te)
+    atr, ate = views.shifted_view("pgd", data, system=ex.original, train_idx=idx_tr, test_idx=idx_te)
     assert atr.dtype == torch.uint8 and atr.shape == (20, *data.train_x.shape[1:]) and len(ate) == 5
     diff = (atr.int() - data.train_x[idx_tr].int()).abs()
     assert diff.max() <= 8 and diff.sum() > 0  # ε = 8/255, quantised: within 8 grey levels
     with pytest.raises(ValueError, match="unknown shift"):
-        shift_study.shifted_view("fog", data)
+        views.shifted_view("fog", data)
 
 
 def test_shifted_metrics_are_fractions(shifted):
@@ -69,12 +75,12 @@ def test_max_eval_only_touches_pgd(ex, split, shifted):
 
 
 def test_pgd_cap_defaults_to_the_profile(ex):
-    assert shift_study.pgd_cap(ex) == ex.profile.pgd_max_eval == 64
-    assert shift_study.pgd_cap(ex, 10) == 10 and shift_study.pgd_cap(ex, -1) is None
+    assert views.pgd_cap(ex) == ex.profile.sizes("shifts", views.ShiftSizes).pgd_max_eval == 64
+    assert views.pgd_cap(ex, 10) == 10 and views.pgd_cap(ex, -1) is None
 
 
 def test_shifted_data_subsamples_pgd_sets(ex, split):
-    view, compact = shift_study.shifted_data(ex.original, ex.data, split, "pgd", max_eval=16)
+    view, compact = views.shifted_data(ex.original, ex.data, split, "pgd", max_eval=16)
     assert len(view.train_y) == 32 and len(view.test_y) == 16  # 16 forget + 16 retain, 16 test
     assert int(compact.forget.sum()) == 16 and bool((view.train_y[:16] == 0).all())  # class 0 first
     assert view.fingerprint.endswith("-pgd")
@@ -82,12 +88,12 @@ def test_shifted_data_subsamples_pgd_sets(ex, split):
 
 def test_forget_vector_is_added_on_top_of_the_shift(ex, split):
     recs = shift_study.shift_study(ex, methods=("fv",), shifts=("benign", "gn2"), trials=[0], progress=False)
-    system = ex.system("fv", split)
+    system = systems.build(ex, "fv", [split])[0].module
     plain = metrics.evaluate(system, ex.data, split)
     benign = recs[recs["shift"] == "benign"].iloc[0]
     assert benign["UA"] == pytest.approx(plain["UA"]) and benign["TA"] == pytest.approx(plain["TA"])
     gn2 = recs[recs["shift"] == "gn2"].iloc[0]
-    direct = shift_study.evaluate_shifted(system, ex.data, split, "gn2")
+    direct = evaluate_shifted(system, ex.data, split, "gn2")
     assert gn2["RA"] == pytest.approx(direct["RA"]) and gn2["RA"] != pytest.approx(benign["RA"], abs=1e-4)
 
 
@@ -101,7 +107,7 @@ def test_shift_study_records_are_cached_and_resumed(ex, monkeypatch):
     assert first.loc[first["shift"] == "pgd", "max_eval"].eq(32).all()
 
     calls: list = []
-    real_data, real_model = shift_study.shifted_data, systems.unlearned_model
+    real_data, real_model = shift_study.shifted_data, systems.unlearned_model  # as the study sees them
     monkeypatch.setattr(shift_study, "shifted_data",
                         lambda *a, **k: calls.append(a[3]) or real_data(*a, **k))
     monkeypatch.setattr(systems, "unlearned_model",
@@ -121,7 +127,7 @@ def test_shift_study_records_are_cached_and_resumed(ex, monkeypatch):
 def test_summaries_and_plot():
     rows = [{"method": m, "trial": t, "shift": s, "UA": 0.5, "RA": 0.9, "MIA": 0.4 + 0.1 * t,
              "TA": 0.8 if s == "benign" else 0.6}
-            for m in ("original", "retrain") for t in (0, 1) for s in shift_study.SHIFT_ORDER]
+            for m in ("original", "retrain") for t in (0, 1) for s in views.SHIFT_ORDER]
     recs = pd.DataFrame(rows)
     table = shift_study.shift_summary(recs, "MIA")
     assert list(table.columns) == ["Benign", "GN1", "GN2", "ET1", "ET2", "PGD"]

@@ -52,8 +52,9 @@ def test_gaussian_noise_statistics(name, sigma):
 def test_gaussian_noise_range_clips():
     x = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
     x[:, 8:] = 255                                                  # half black, half white
-    out = shifts.gaussian_noise(x, 0.2, torch.Generator().manual_seed(0)).int()
-    assert out.dtype == torch.int32 and out.min() >= 0 and out.max() <= 255
+    raw = shifts.gaussian_noise(x, 0.2, torch.Generator().manual_seed(0))
+    assert raw.dtype == torch.uint8 and raw.shape == x.shape                # 8-bit, like saved images
+    out = raw.int()
     black, white = out[:, :8], out[:, 8:]
     # clipping: a black pixel can only get brighter, a white one darker; about half stay put
     assert 0.4 < (black == 0).float().mean() < 0.6 and 0.4 < (white == 255).float().mean() < 0.6
@@ -153,6 +154,13 @@ def test_pgd_attack_lowers_accuracy_within_eps_ball(victim):
     assert adv.shape == x0.shape and adv.dtype == torch.float32
     assert (adv - x0).abs().max().item() <= eps + 1e-6                # inside the ℓ∞ ball
     assert adv.min().item() >= 0 and adv.max().item() <= 1            # valid pixels
+    # black and white pixels: a step off [0, 1] must be clipped back, not merely avoided
+    edge = x.clone()
+    edge[:, :, :16], edge[:, :, 16:] = 0, 255
+    adv_edge = shifts.pgd(model, edge, y, eps=eps, g=torch.Generator().manual_seed(0))
+    assert adv_edge[..., :16].min().item() == 0.0 and adv_edge[..., 16:].max().item() == 1.0
+    assert adv_edge[..., :16].max().item() > 0 and adv_edge[..., 16:].min().item() < 1  # it did move
+    assert adv_edge.min().item() >= 0 and adv_edge.max().item() <= 1
     clean, attacked = acc(model, x0, y), acc(model, adv, y)
     assert clean > 0.9 and attacked < clean - 0.3, (clean, attacked)  # the attack really bites
     assert probs(model, adv, y).mean() < probs(model, x0, y).mean() - 0.2
@@ -215,11 +223,13 @@ def test_pgd_restores_modes_flags_and_grads(victim):
     system = harmful_vector().wrap(model)
     first = next(model.parameters())
     try:
-        system.train()
-        first.requires_grad_(False)                                     # a caller's own choice
+        model.train()                                                   # a caller's own choices
+        first.requires_grad_(False)
         grads = [p.grad for p in model.parameters()]
+        stats = {k: v.clone() for k, v in model.state_dict().items()}
         shifts.pgd(system, x[:8], y[:8], g=torch.Generator().manual_seed(0))
-        assert system.training and all(m.training for m in model.modules())
+        assert all(m.training for m in model.modules())                 # θ_o's modes are back ...
+        assert all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())  # ... BN untouched
         assert not first.requires_grad and all(p.requires_grad for p in list(model.parameters())[1:])
         assert all(p.grad is g for p, g in zip(model.parameters(), grads))  # no parameter gradient
     finally:

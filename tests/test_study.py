@@ -3,31 +3,41 @@ from __future__ import annotations
 
 import pytest
 
-from fvlib import labels, metrics, paper, study, unlearn
+from fvlib import baselines, labels, metrics, mia, paper, study, systems, train
 
 METHODS = ("retrain", "ft", "ga", "fv")
 
 
-def test_runner_resumes_after_an_interruption(experiment, monkeypatch):
-    real_run, calls = unlearn.run, []
+def _count_training(monkeypatch, calls, fail_on=None):
+    """Record every baseline run (and Retrain's training) in calls; raise at fail_on."""
+    real_run, real_fit = baselines.run, train.fit
 
-    def interrupted(name, *a, **k):
-        if name == "ga":
+    def run(name, *a, **k):
+        if name == fail_on:
             raise KeyboardInterrupt("killed")
         calls.append(name)
         return real_run(name, *a, **k)
-    monkeypatch.setattr(unlearn, "run", interrupted)
+
+    def fit(*a, **k):
+        calls.append("retrain")
+        return real_fit(*a, **k)
+    monkeypatch.setattr(baselines, "run", run)
+    monkeypatch.setattr(train, "fit", fit)
+
+
+def test_runner_resumes_after_an_interruption(experiment, monkeypatch, tmp_path):
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path))  # baselines' models are shared across tests
+    calls: list = []
+    _count_training(monkeypatch, calls, fail_on="ga")
     with pytest.raises(KeyboardInterrupt):
         study.run_study(experiment, "classwise", METHODS, progress=False)
     assert calls == ["retrain", "retrain", "ft", "ft"]
-
-    def counting(name, *a, **k):
-        calls.append(name)
-        return real_run(name, *a, **k)
-    monkeypatch.setattr(unlearn, "run", counting)
+    monkeypatch.undo()
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path))
+    _count_training(monkeypatch, calls)
     calls.clear()
     records = study.run_study(experiment, "classwise", METHODS, progress=False)
-    assert calls == ["ga", "ga"]  # nothing that finished was recomputed
+    assert calls == ["ga", "ga"]  # nothing that finished was recomputed (Retrain's training included)
     assert len(records) == len(METHODS) * 2
     # every method of a trial used the same split
     assert (records.groupby("trial")["split_hash"].nunique() == 1).all()
@@ -47,21 +57,26 @@ def test_records_carry_provenance_and_theta_o_fit(experiment):
 
 def test_mia_in_a_worker_pool_equals_inline(experiment):
     split = experiment.splits("classwise", [0])[0]
-    system = experiment.system("fv", split)
-    from fvlib import mia
-    pool = mia.pool(1)
-    try:
-        acc, fut = metrics.evaluate_async(system, experiment.data, split, pool=pool)
-        pooled = {**acc, **fut.result()}
-    finally:
-        pool.shutdown()
+    system = systems.build(experiment, "fv", [split])[0].module
+    acc, job = metrics.measure(system, experiment.data, split)
+    with mia.Runner(1) as pool:
+        pooled = {**acc, **pool.submit(job).result()}
     assert pooled == metrics.evaluate(system, experiment.data, split)
+
+
+def test_methods_are_checked_before_anything_runs(experiment):
+    with pytest.raises(TypeError, match=r"list of names, e.g. \['fv'\]"):
+        study.run_study(experiment, "classwise", "fv", progress=False)
+    with pytest.raises(ValueError, match="unknown method.*'fvv'.*valid: original, retrain.*fv, fv_plus, cu_fv"):
+        study.run_study(experiment, "classwise", ["fvv"], progress=False)
 
 
 def test_tables(experiment):
     records = study.run_study(experiment, "classwise", METHODS, progress=False)
     summ = study.summary(records)
-    assert summ.loc["retrain", ("gap", "Avg.Gap")] == 0.0
+    means = records.groupby("method")[list(metrics.METRICS)].mean() * 100  # Avg.Gap from the records
+    gap = (means.loc["fv"] - means.loc["retrain"]).abs().mean()
+    assert summ.loc["fv", ("gap", "Avg.Gap")] == pytest.approx(gap)
     assert summ.loc["retrain", ("mean", "UA")] == 100.0  # Retrain never saw the class
     assert summ.loc["fv", ("mean", "UA")] > 90.0
     table = study.formatted(summ)

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from fvlib import metrics, whitebox
+from fvlib import metrics, systems, whitebox
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def test_curve_starts_at_plain_accuracy_and_the_attack_restores(ex):
                                     progress=False)
     assert len(curve) == 6 and curve["forget_acc"].between(0, 1).all()
     split = ex.splits("classwise", [0])[0]
-    plain = 1.0 - metrics.evaluate(ex.system("fv", split), ex.data, split, mia=None)["UA"]
+    plain = 1.0 - metrics.evaluate(systems.build(ex, "fv", [split])[0].module, ex.data, split, mia=None)["UA"]
     acc = curve[curve["method"] == "fv"].set_index("eps")["forget_acc"]
     assert acc[0.0] == pytest.approx(plain, abs=1e-6)
     # a bigger budget never hurts the adversary; knowing δ, a large one undoes much of the forgetting

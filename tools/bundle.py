@@ -47,7 +47,7 @@ DEFAULT_MAX_MB = 15.0  # the device returns files of at most 16 MiB; keep a marg
 CACHE = "data/cache"
 # What a profile's results are (results preset); the cache part is what a later command reuses.
 RESULTS_DIRS = ("figures/{profile}", "runs/{profile}", f"{CACHE}/records", f"{CACHE}/manifests",
-                f"{CACHE}/vectors")
+                f"{CACHE}/vectors", "fvlib/choices")  # choices: FV+ chosen once, committed
 CACHE_DIRS = (f"{CACHE}/records", f"{CACHE}/manifests", f"{CACHE}/vectors")
 THETA_GLOB = f"{CACHE}/model-*.safetensors"
 THETA_CAP_MB = 50.0  # ResNet-18 (CIFAR-10) is 42.7 MiB; VGG-16-BN (ImageNet-10) 58.4 MiB is left out

@@ -16,7 +16,7 @@
 # Env: OUT (required on the device; default /tmp/gpu_run_out), BUDGET_S, RESERVE_S, MAX_MB (part
 # size, default 15), PACK_THETA (auto: only if trained here | 1: always | 0: never), THETA_CAP_MB
 # (default 50: VGG-16-BN's 58 MiB θ_o cannot be carried back anyway), PYTHON (default python3),
-# PARAMS (notebook parameters for fvlib.run -p, space-separated NAME=VALUE, e.g. "DEV_TRIALS=3").
+# PARAMS (notebook parameters for fvlib.run -p, space-separated NAME=VALUE, e.g. 'SCENARIOS=["classwise"]').
 # Exit: 0 all notebooks ran, 1 a notebook or the setup failed, 2 the budget ran out.
 set -uo pipefail
 T0=$SECONDS

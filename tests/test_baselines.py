@@ -1,7 +1,7 @@
-"""Baseline unlearning methods on the embedded digits data (CPU, seconds).
+"""Baseline unlearning methods (fvlib.baselines) on the embedded digits data (CPU, seconds).
 
-One small_cnn θ_o (8 one-cycle epochs) and class-wise forgetting of class 3. The smoke config
-shrinks epochs and batch size and raises a few learning rates so each method's effect shows in a
+One small_cnn θ_o (8 one-cycle epochs) and class-wise forgetting of class 3. The smoke configs
+shrink epochs and batch size and raise a few learning rates so each method's effect shows in a
 handful of SGD steps; thresholds leave wide margins (observed values in comments, seeds 1-3).
 """
 from __future__ import annotations
@@ -12,18 +12,16 @@ import pytest
 import torch
 from torch import nn
 
+from fvlib import baselines, config, metrics, splits, systems, train
 from fvlib import data as fvdata
-from fvlib import metrics, splits, train, unlearn
-from fvlib.unlearn import UnlearnConfig
+from fvlib.baselines import neggrad_plus, salun, scrub
+from fvlib.baselines.ft import FTConfig
+from fvlib.baselines.retrain import RetrainConfig, retrain
 
 FORGET_CLASS = 3
 ORIGINAL = train.TrainConfig(epochs=8, batch_size=128, lr=0.1, schedule="onecycle")
-SMOKE = UnlearnConfig(
-    arch="small_cnn", batch_size=64,
-    retrain=ORIGINAL,
-    ft_epochs=4, rl_epochs=3, rl_lr=0.03, ga_epochs=2, ga_lr=1e-3,
-    neggrad_epochs=2, neggrad_beta=0.9, salun_epochs=2, salun_lr=0.03,
-    scrub_epochs=2, scrub_lr=0.005)
+SMOKE = {**config.SMOKE_BASELINES, "ft": FTConfig(epochs=4, batch_size=64),
+         "retrain": RetrainConfig("small_cnn", ORIGINAL)}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def unlearned(setup):
 
     def get(name: str) -> nn.Module:
         if name not in done:
-            done[name] = unlearn.run(name, model, data, split, SMOKE)
+            done[name] = baselines.run(name, model, data, split, SMOKE[name])
         return done[name]
     return get
 
@@ -67,7 +65,7 @@ def retain_acc(model, data, split) -> float:
     return metrics.accuracy(model, data.train_x[split.retain], data.train_y[split.retain])
 
 
-@pytest.mark.parametrize("name", list(unlearn.METHODS))
+@pytest.mark.parametrize("name", baselines.names())
 def test_every_method_returns_new_model_and_leaves_original(setup, unlearned, name):
     data, split, model, snapshot = setup
     new = unlearned(name)
@@ -80,15 +78,46 @@ def test_every_method_returns_new_model_and_leaves_original(setup, unlearned, na
     assert not new.training
 
 
-def test_registry_lists_all_methods():
-    assert set(unlearn.METHODS) == {"retrain", "ft", "rl", "ga", "neggrad_plus", "salun", "scrub"}
-    assert unlearn.get("ft") is unlearn.ft
+def test_registry_lists_all_methods_in_table1_order():
+    assert baselines.names() == ("retrain", "ft", "rl", "ga", "neggrad_plus", "salun", "scrub")
+    assert baselines.get("ft").config is FTConfig and baselines.get("retrain").run is retrain
+    assert systems.METHOD_ORDER == (*baselines.names(), "fv")
 
 
-def test_unknown_method_lists_valid_names(setup):
+def test_unknown_method_and_wrong_config_are_refused(setup):
     data, split, model, _ = setup
     with pytest.raises(ValueError, match="valid names: retrain, ft, rl, ga, neggrad_plus"):
-        unlearn.run("nope", model, data, split, SMOKE)
+        baselines.run("nope", model, data, split)
+    with pytest.raises(TypeError, match="ga takes a GAConfig, not a FTConfig"):
+        baselines.run("ga", model, data, split, FTConfig())
+
+
+def test_a_new_baseline_is_one_registration(setup, tmp_path, monkeypatch):
+    """Registering a method is all it takes: it joins the names, the labels and the keys."""
+    import dataclasses
+    from fvlib import labels
+    from fvlib.baselines.loop import LoopConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class NoopConfig(LoopConfig):
+        epochs: int = 0
+    monkeypatch.setattr(baselines, "REGISTRY", dict(baselines.REGISTRY))
+    monkeypatch.setattr(labels, "METHODS", dict(labels.METHODS))
+    baselines.register("noop", "No-op", 99, NoopConfig, lambda m, d, s, c: m)
+    assert baselines.names()[-1] == "noop" and labels.method("noop") == "No-op"
+    prof = config.get_profile("smoke")
+    assert systems.method_config(prof, "noop", "classwise") == NoopConfig()
+
+
+def test_one_baselines_config_keys_only_that_baseline():
+    """Changing SalUn's lr changes SalUn's record key and nothing else's (each owns its config)."""
+    import dataclasses
+    prof = config.get_profile("smoke")
+    faster = prof.replace(baselines={**prof.baselines,
+                                     "salun": dataclasses.replace(prof.baselines["salun"], lr=0.1)})
+    for name in baselines.names():
+        same = systems.method_config(prof, name, "classwise") == systems.method_config(faster, name, "classwise")
+        assert same == (name != "salun"), name
 
 
 def test_original_is_a_good_start(setup):
@@ -132,13 +161,13 @@ def test_retrain_cannot_predict_the_unseen_class(setup, unlearned):
 def test_retrain_rejects_wrong_arch(setup):
     data, split, model, _ = setup
     with pytest.raises(ValueError, match="does not match"):
-        unlearn.retrain(model, data, split, dataclasses.replace(SMOKE, arch="vgg16_bn"))
+        retrain(model, data, split, dataclasses.replace(SMOKE["retrain"], arch="vgg16_bn"))
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.2])
 def test_saliency_mask_keeps_requested_fraction(setup, keep):
     data, split, model, _ = setup
-    mask = unlearn.saliency_mask(model, data, split, dataclasses.replace(SMOKE, salun_sparsity=keep))
+    mask = salun.saliency_mask(model, data, split, dataclasses.replace(SMOKE["salun"], sparsity=keep))
     assert set(mask) == {n for n, _ in model.named_parameters()}
     total = sum(m.numel() for m in mask.values())
     assert sum(int(m.sum()) for m in mask.values()) == round(keep * total)
@@ -147,7 +176,7 @@ def test_saliency_mask_keeps_requested_fraction(setup, keep):
 def _masked_out_changes(setup, new) -> tuple[int, int]:
     """(# masked-out weights that changed, # kept weights that changed) versus θ_o."""
     data, split, model, _ = setup
-    mask = unlearn.saliency_mask(model, data, split, SMOKE)
+    mask = salun.saliency_mask(model, data, split, SMOKE["salun"])
     params = dict(new.named_parameters())
     out = kept = 0
     for n, p0 in model.named_parameters():
@@ -164,7 +193,7 @@ def test_salun_masked_out_weights_bit_identical(setup, unlearned):
 
 def test_salun_leaky_mode_moves_masked_out_weights(setup):
     data, split, model, _ = setup
-    new = unlearn.salun(model, data, split, dataclasses.replace(SMOKE, salun_leaky=True))
+    new = salun.salun(model, data, split, dataclasses.replace(SMOKE["salun"], leaky=True))
     out, kept = _masked_out_changes(setup, new)
     assert out > 0 and kept > 0
 
@@ -175,7 +204,7 @@ def test_neggrad_plus_loss_sides():
     y = torch.tensor([0, 1, 0])
     ce = nn.functional.cross_entropy(logits, y, reduction="none")
     forget = torch.tensor([True, False, False])
-    loss = unlearn.neggrad_plus_loss(forget, beta=0.75)
+    loss = neggrad_plus.neggrad_plus_loss(forget, beta=0.75)
     ident = lambda x: x  # noqa: E731  (the "model" returns its input as logits)
     b = torch.arange(3)
     assert torch.allclose(loss(ident, logits, y, b), 0.75 * ce[1:].mean() - 0.25 * ce[0])
@@ -185,12 +214,5 @@ def test_neggrad_plus_loss_sides():
 
 def test_kl_t_is_zero_for_identical_logits_and_positive_otherwise():
     t = torch.randn(4, 10)
-    assert unlearn.kl_t(t, t, 4.0).abs() < 1e-6
-    assert unlearn.kl_t(t.flip(1), t, 4.0) > 0
-
-
-def test_scaled_shrinks_every_epoch_budget():
-    cfg = UnlearnConfig().scaled(0.1)
-    assert (cfg.ft_epochs, cfg.rl_epochs, cfg.ga_epochs, cfg.scrub_epochs) == (1, 1, 1, 1)
-    assert cfg.retrain.epochs == 16 and cfg.retrain.milestones == (10, 14)
-    assert cfg.ft_lr == UnlearnConfig().ft_lr
+    assert scrub.kl_t(t, t, 4.0).abs() < 1e-6
+    assert scrub.kl_t(t.flip(1), t, 4.0) > 0
