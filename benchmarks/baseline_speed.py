@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     with common.scratch_cache("fvbench-baselines-"):
         baselines.run("ga", model, data, split, baselines.get("ga").config_for(profile))  # warm-up
         for name, cfg in cfgs.items():
-            with common.timed(dev) as t:
+            with common.timer(dev) as t:
                 new = baselines.run(name, model, data, split, cfg)
             imgs = images_visited(name, cfg, nf, nr)
             row = {"seconds": round(t["seconds"], 2), "train_images": imgs,

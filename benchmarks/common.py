@@ -2,8 +2,10 @@
 
 Every script writes one JSON, `<name>-<profile>-<device-slug>.json`, into benchmarks/results/ (or
 into $FVBENCH_RESULTS when set: CPU smoke checks and device sessions keep git clean that way), plus
-a copy into $OUT when that is set (a device run's return folder). Only fvlib's public calls are used,
-so the scripts survive redesigns of its internals.
+a copy into $OUT when that is set (a device run's return folder). The scripts measure fvlib with
+fvlib's own pieces (data, timer, metrics, atomic writes); this module holds only what fvlib has no
+use for: arguments, result files, FLOP counts and step timing. The one deliberately independent
+implementation is benchmarks/authors_loop.py's reference loop (see its docstring).
 
 Scripts import this module as `benchmarks.common` after putting the repository root on sys.path, so
 they also run where fvlib is not pip-installed (the GPU machine's stock python3).
@@ -15,14 +17,12 @@ import contextlib
 import copy
 import datetime as dt
 import json
-import math
 import os
 import re
 import shutil
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,8 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # fvlib importable without installation
     sys.path.insert(0, str(ROOT))
 
-from fvlib import config, train  # noqa: E402
+from fvlib import config, metrics, splits, train  # noqa: E402
+from fvlib.cache import atomic_write  # noqa: E402
+from fvlib.forget_vector import ForgetVector  # noqa: E402
 from fvlib.provenance import provenance, to_jsonable  # noqa: E402
+from fvlib.runtime import timer  # noqa: E402,F401 (the scripts' timer: fvlib's own)
 
 STARTED = dt.datetime.now(dt.timezone.utc)
 
@@ -137,19 +140,6 @@ def runtime_settings(device: torch.device) -> dict:
     return info
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path via a temp file in the same folder and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_result(name: str, profile, device: torch.device, result: dict, cfg: Any = None) -> Path:
     """Atomically write one benchmark record (result + provenance + timestamps); returns its path.
 
@@ -167,9 +157,9 @@ def write_result(name: str, profile, device: torch.device, result: dict, cfg: An
         rec["git_sha"] = os.environ["FVBENCH_GIT_SHA"]  # device copies of the tree carry no .git
     text = json.dumps(to_jsonable(rec), indent=2) + "\n"
     path = results_dir() / f"{name}-{profile.name}-{device_slug(device)}.json"
-    _atomic_write_text(path, text)
+    atomic_write(path, lambda p: p.write_text(text))
     if os.environ.get("OUT"):
-        _atomic_write_text(Path(os.environ["OUT"]) / path.name, text)
+        atomic_write(Path(os.environ["OUT"]) / path.name, lambda p: p.write_text(text))
     return path
 
 
@@ -193,35 +183,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def timed(device: torch.device) -> Iterator[dict]:
-    """{'seconds': synchronised wall time} of a block, plus 'gpu_seconds' from CUDA events on CUDA."""
-    out: dict = {}
-    events = None
-    sync(device)
-    if device.type == "cuda":
-        events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        events[0].record()
-    start = time.perf_counter()
-    yield out
-    if events is not None:
-        events[1].record()
-    sync(device)
-    out["seconds"] = time.perf_counter() - start
-    if events is not None:
-        out["gpu_seconds"] = events[0].elapsed_time(events[1]) / 1000.0
-
-
-def timed_cpu() -> contextlib.AbstractContextManager:
-    """timed() without a device: plain wall-clock seconds (sync inside the block where needed)."""
-    return timed(torch.device("cpu"))
-
-
 def time_steps(step: Callable[[], Any], device: torch.device, steps: int, warmup: int = 3) -> float:
     """Mean seconds per call of step() after warmup calls (synchronised at both ends only)."""
     for _ in range(warmup):
         step()
-    with timed(device) as t:
+    with timer(device) as t:
         for _ in range(steps):
             step()
     return t["seconds"] / steps
@@ -266,55 +232,19 @@ def sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-# ----------------------------------------------------------------------------- model helpers
+# ----------------------------------------------------------------------------- accuracy, through fvlib
 
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1] (channels_last strides, as fvlib)."""
-    return x.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def ua_ra_ta(system: nn.Module, data, split: splits.Split) -> dict[str, float]:
+    """UA, RA, TA in % of a system on one split, by metrics.evaluate without the MIA (the speed
+    scripts skip the CPU-bound SVC)."""
+    return {k: metrics.percent(v) for k, v in metrics.evaluate(system, data, split, mia=None).items()}
 
 
-@torch.no_grad()
-def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 delta: torch.Tensor | None = None, batch_size: int = 1024) -> torch.Tensor:
-    """(N,) bool: model(x + δ) predicts y, for uint8 images x (N, H, W, 3); bf16 on CUDA."""
-    model.eval()
-    out = []
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        xf = to_float(xb)
-        if delta is not None:
-            xf = xf + delta.to(xf.device, xf.dtype)
-        with autocast(xf.device):
-            out.append(model(xf).argmax(1) == yb)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+def with_delta(model: nn.Module, delta: torch.Tensor) -> nn.Module:
+    """The system θ_o(x + δ) of a bare δ (3, H, W) from a reference loop."""
+    return ForgetVector(delta).wrap(model)
 
 
-def ua_ra_ta(model: nn.Module, data, split, delta: torch.Tensor | None = None) -> dict[str, float]:
-    """UA, RA, TA in % of one split (no MIA: the speed scripts skip the CPU-bound SVC)."""
-    tr = correct_mask(model, data.train_x, data.train_y, delta).float()
-    te = correct_mask(model, data.test_x[split.test_eval], data.test_y[split.test_eval], delta).float()
-    pct = lambda v: 100.0 * v.mean().item() if len(v) else math.nan  # noqa: E731
-    return {"UA": 100.0 - pct(tr[split.forget]), "RA": pct(tr[split.retain]), "TA": pct(te)}
-
-
-def margins(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """C&W margin z_y − max_{k≠y} z_k of logits z (B, C)."""
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(1)
-    return zy - other
-
-
-def fv_objective(z: torch.Tensor, y: torch.Tensor, is_forget: torch.Tensor, delta: torch.Tensor,
-                 beta: float, tau: float, lam: float) -> torch.Tensor:
-    """The authors' code-form loss: (Σ_retain CE + Beta·Σ_forget max(margin, −τ) + Lambda·‖δ‖) / B."""
-    b = len(y)
-    f = is_forget.float()
-    ce = F.cross_entropy(z, y, reduction="none")
-    fwd = margins(z, y).clamp(min=-tau)
-    return (((1 - f) * ce).sum() + beta * (f * fwd).sum() + lam * delta.norm()) / b
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in % of uint8 images x (N, H, W, 3)."""
+    return metrics.percent(metrics.accuracy(model, x, y))

@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: run uninstalled
 from benchmarks import common  # noqa: E402
 
@@ -43,12 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     profile = common.load_profile(args.profile)
     previous = active_cache()
     with common.scratch_cache("fvbench-decode-") as fresh:
-        with common.timed_cpu() as cold:
+        with common.timer(torch.device("cpu")) as cold:
             data = common.config.load_data(profile)
             common.sync(data.device)
         device = data.device
         del data
-        with common.timed_cpu() as warm:
+        with common.timer(torch.device("cpu")) as warm:
             data = common.config.load_data(profile)
             common.sync(device)
         files = {f.name: f.stat().st_size for f in fresh.iterdir() if f.is_file()}

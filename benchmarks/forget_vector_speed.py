@@ -25,7 +25,7 @@ PAPER_CIFAR10 = {"UA": 97.88, "RA": 97.25, "TA": 90.90, "MIA": 99.60}
 
 def timed_solve(model, data, split_list, cfg) -> tuple[list, float]:
     """(vectors, seconds) of one solve_many over split_list."""
-    with common.timed(data.device) as t:
+    with common.timer(data.device) as t:
         vectors = solve.solve_many(model, data, split_list, cfg, progress=False)
     return vectors, t["seconds"]
 
@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
     (one,), t1 = timed_solve(model, data, all_splits[:1], cfg1)
     many, tk = timed_solve(model, data, all_splits, cfgk)
     s1, sk = t1 / cfg1.epochs, tk / cfgk.epochs
-    q1 = common.ua_ra_ta(model, data, all_splits[0], one.delta)
-    per_class = [common.ua_ra_ta(model, data, s, v.delta) for s, v in zip(all_splits, many)]
+    q1 = common.ua_ra_ta(one.wrap(model), data, all_splits[0])
+    per_class = [common.ua_ra_ta(v.wrap(model), data, s) for s, v in zip(all_splits, many)]
     mean = {m: round(float(np.mean([r[m] for r in per_class])), 2) for m in ("UA", "RA", "TA")}
-    test_acc = 100 * common.correct_mask(model, data.test_x, data.test_y).float().mean().item()
+    test_acc = common.accuracy(model, data.test_x, data.test_y)
     result = {"batch_size": cfg1.batch_size, "train_images": n,
               "gflop_per_delta_image": round(flops / 1e9, 4),
               "single": {"k": 1, "epochs": cfg1.epochs, "seconds": round(t1, 2),

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: run uninstalled
 from benchmarks import common  # noqa: E402
 from fvlib import solve, splits  # noqa: E402
+from fvlib.data import to_float  # noqa: E402
+from fvlib.runtime import autocast  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,18 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor
     return out.float().div_(255.0)
 
 
+def objective(z: torch.Tensor, y: torch.Tensor, f: torch.Tensor, delta: torch.Tensor, cfg) -> torch.Tensor:
+    """fvlib's forget-vector loss (solve.batch_loss, K = 1) of logits z (B, C): what solve minimises."""
+    norm = delta.flatten().norm()[None]
+    loss, _ = solve.batch_loss(z[None], y, f[None], norm, torch.tensor([cfg.beta], device=z.device), cfg)
+    return loss.sum()
+
+
+def bf16(dev: torch.device, on: bool) -> contextlib.AbstractContextManager:
+    """fvlib's autocast when a variant asks for bf16, else float32."""
+    return autocast(dev) if on else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def backend(v: Variant):
     """TF32 / cuDNN-autotune switches of a variant for the block, restored afterwards."""
@@ -111,11 +125,10 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
 
     def step() -> None:
         idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
-        x = crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx])
-        with common.autocast(dev, v.bf16 and not v.precast):
+        x = crop_flip(data.train_x[idx], g) if v.augment else to_float(data.train_x[idx])
+        with bf16(dev, v.bf16 and not v.precast):
             z = net((x + delta).to(dtype).contiguous(memory_format=fmt))
-        loss = common.fv_objective(z.float(), data.train_y[idx], forget[idx], delta,
-                                   cfg.beta, cfg.tau, cfg.lambda_norm)
+        loss = objective(z.float(), data.train_y[idx], forget[idx], delta, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,14 +151,14 @@ def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable
 
     def fill() -> None:
         idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
-        sx.copy_(crop_flip(data.train_x[idx], g) if v.augment else common.to_float(data.train_x[idx]))
+        sx.copy_(crop_flip(data.train_x[idx], g) if v.augment else to_float(data.train_x[idx]))
         sy.copy_(data.train_y[idx])
         sf.copy_(forget[idx])
 
     def body() -> None:
-        with common.autocast(dev, v.bf16):
+        with bf16(dev, v.bf16):
             z = net((sx + delta).contiguous(memory_format=fmt))
-        loss = common.fv_objective(z.float(), sy, sf, delta, cfg.beta, cfg.tau, cfg.lambda_norm)
+        loss = objective(z.float(), sy, sf, delta, cfg)
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():  # torch.optim.SGD's update: d_p = g + wd·δ; buf = m·buf + d_p; δ -= lr·buf
             buf.mul_(cfg.momentum).add_(grad + cfg.weight_decay * delta)
@@ -210,7 +223,7 @@ def profile_run(fn: Callable[[], None], device: torch.device, steps: int, top: i
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     common.sync(device)
     with profile(activities=acts) as prof:
-        with common.timed(device) as t:
+        with common.timer(device) as t:
             fn()
     avg = prof.key_averages()
     rows = [{"name": e.key[:120], "count": e.count,
@@ -257,7 +270,7 @@ def fvlib_epoch_seconds(model, data, split, cfg) -> float:
     """One steady fvlib solve epoch on the full data: a 2-epoch minus a 1-epoch solve."""
     secs = []
     for epochs in (1, 2):
-        with common.timed(data.device) as t:
+        with common.timer(data.device) as t:
             solve.solve(model, data, split, dataclasses.replace(cfg, epochs=epochs), progress=False)
         secs.append(t["seconds"])
     return max(secs[1] - secs[0], 1e-9)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.budget_seconds and time.perf_counter() - start > args.budget_seconds:
                     out["skipped"].append(m)
                     continue
-                with common.timed(dev) as t:
+                with common.timer(dev) as t:
                     df = common.run_study(profile, data, model, info, sc, [m], trials)
                 out["methods"][m] = method_row(df, t["seconds"])
                 out.update(scenario_totals(out["methods"], len(trials), profile.trials))

@@ -66,14 +66,14 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"skip {b} epochs: about {b * n / ips:.0f} s needed, {left:.0f} s left", flush=True)
             continue
         cfg = dataclasses.replace(profile.train, epochs=b, label_smoothing=args.label_smoothing)
-        with common.timed(dev) as t:
+        with common.timer(dev) as t:
             model, info = train.train_original(profile.model, data, cfg, progress=False)
         log = info.get("log") or []
         steady = log[1:] or log
         if steady and not info.get("cache_hit"):
             ips = n * len(steady) / sum(r["seconds"] for r in steady)  # re-plan with what we measured
-        tr = 100 * common.correct_mask(model, data.train_x, data.train_y).float().mean().item()
-        te = 100 * common.correct_mask(model, data.test_x, data.test_y).float().mean().item()
+        tr = common.accuracy(model, data.train_x, data.train_y)
+        te = common.accuracy(model, data.test_x, data.test_y)
         row = {"epochs": b, "seconds": round(t["seconds"], 2), "images_per_s": round(ips, 1),
                "train_acc_percent": round(tr, 2), "test_acc_percent": round(te, 2),
                "final_train_loss": log[-1].get("loss") if log else None,

@@ -38,18 +38,18 @@ def main(argv: list[str] | None = None) -> dict:
         profile = profile.replace(train=dataclasses.replace(profile.train, epochs=args.epochs))
     data = common.config.load_data(profile)
     dev = data.device
-    with common.timed(dev) as t:
+    with common.timer(dev) as t:
         model, info = common.theta_o(profile, data)
     log, source = info.get("log") or [], "train_original (fresh cache entry)"
     if info.get("cache_hit"):
-        with common.timed(dev) as t:
+        with common.timer(dev) as t:
             model, log = fresh_fit(profile, data)
         source = "train.fit (θ_o was cached; retrained uncached for a fresh timing)"
     steady = log[1:] or log  # epoch 1 includes warm-up / kernel selection
     steady_s = sum(r["seconds"] for r in steady)
     ips = len(data.train_y) * len(steady) / steady_s
     flops = common.train_flops_per_image(model, data.image_shape, data.num_classes, dev)
-    test_acc = 100 * common.correct_mask(model, data.test_x, data.test_y).float().mean().item()
+    test_acc = common.accuracy(model, data.test_x, data.test_y)
     result = {"epochs": profile.train.epochs, "batch_size": profile.train.batch_size,
               "train_images": len(data.train_y), "train_images_per_s": round(ips, 1),
               "total_seconds": round(t["seconds"], 2),

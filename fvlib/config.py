@@ -101,8 +101,8 @@ SMOKE_BASELINES = {
 }
 # Studies shrunk for minutes on a CPU (each study's Sizes says what the fields mean).
 SMOKE_STUDIES = {
-    "shifts": {"pgd_max_eval": 64},
-    "sweeps": {"taus": (0.0, 1.0, 2.0), "lambda1s": (1.0, 3.0), "lambda2s": (0.0, 1.0), "trials": 2,
+    "shifts": {"pgd_max_eval": 32},
+    "sweeps": {"taus": (0.0, 1.0, 2.0), "lambda1s": (1.0, 3.0), "lambda2s": (0.0, 1.0), "trials": 1,
                "epochs": 2},
     "development": {"fraction": 0.2},
     "selection": {"trials": 1, "beta_trials": 2, "ablation_trials": 1},
@@ -125,7 +125,7 @@ FAST_IMAGENET10 = TrainConfig(epochs=40, batch_size=128, lr=0.1, schedule="onecy
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", "digits", "small_cnn", SMOKE_TRAIN, baselines=SMOKE_BASELINES,
-                     trials=3, eval_batch_size=512, studies=SMOKE_STUDIES,
+                     trials=2, eval_batch_size=512, studies=SMOKE_STUDIES,
                      fv=FVConfig(epochs=10), fv_random=FVConfig(epochs=10, beta=1.0, lambda1=1.0)),
     "quick": Profile("quick", "cifar10", "resnet18", FAST_CIFAR, trials=10),
     "paper": Profile("paper", "cifar10", "resnet18", TrainConfig(), trials=10),

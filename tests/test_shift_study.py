@@ -75,7 +75,7 @@ def test_max_eval_only_touches_pgd(ex, split, shifted):
 
 
 def test_pgd_cap_defaults_to_the_profile(ex):
-    assert views.pgd_cap(ex) == ex.profile.sizes("shifts", views.ShiftSizes).pgd_max_eval == 64
+    assert views.pgd_cap(ex) == ex.profile.sizes("shifts", views.ShiftSizes).pgd_max_eval == 32
     assert views.pgd_cap(ex, 10) == 10 and views.pgd_cap(ex, -1) is None
 
 
