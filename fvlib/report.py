@@ -15,11 +15,12 @@ SECTIONS = (
     ("table3_cu_fv", "Table 3 — compositional unlearning (CU-FV)"),
     ("tableA1_runtime", "Table A1 — run time (minutes per method and trial)"),
     ("gradcam_saliency_change", "Grad-CAM saliency change (1 − cosine vs the original model)"),
-    ("beta_random", "Random-forgetting Beta (rule fixed in advance, docs/protocol.md D10)"),
+    ("beta_random", "Random-forgetting Beta (rule fixed in advance, read in-sample: reported, not adopted; D10)"),
     ("table1_fv_plus_classwise", "Beyond the paper — Table 1 class-wise with FV+ (docs/protocol.md E)"),
     ("table1_fv_plus_random", "Beyond the paper — Table 1 random with FV+"),
     ("fv_plus_ablation_classwise", "FV+ ablation, class-wise (final θ_o)"),
     ("fv_plus_ablation_random", "FV+ ablation, random (final θ_o)"),
+    ("fv_plus_verdict", "FV+ verdict: gaps, measured cost over FV, test-set evaluations"),
 )
 
 

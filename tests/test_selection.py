@@ -137,7 +137,7 @@ def test_ablation_rows(dev, chosen):
     assert row["Avg.Gap"] == pytest.approx((row[list(selection.COLUMNS)] - ref).abs().mean())
 
 
-def test_the_choice_is_made_once_and_reused(experiment, digits, tmp_path, monkeypatch, small_grids):
+def test_the_choice_is_made_once_and_reused(experiment, digits, chosen, tmp_path, monkeypatch, small_grids):
     """choose() selects on the development split, writes the committed file, and later reuses it;
     it chooses again only when told to, and refuses a file made from another base config."""
     monkeypatch.setattr(selection, "CHOICES", tmp_path)
@@ -145,17 +145,18 @@ def test_the_choice_is_made_once_and_reused(experiment, digits, tmp_path, monkey
     calls = []
     real = selection.select
     monkeypatch.setattr(selection, "select", lambda *a, **k: calls.append(a[0].development) or real(*a, **k))
-    first = selection.choose(ex, "random")
-    assert calls == [True] and selection.choice_path("smoke", "random").exists()
-    again = selection.choose(ex, "random")
+    first = selection.choose(ex, "classwise")  # the `chosen` fixture's selection: records cached
+    assert calls == [True] and selection.choice_path("smoke", "classwise").exists()
+    assert first.config == chosen.config
+    again = selection.choose(ex, "classwise")
     assert calls == [True] and again.config == first.config and again.steps == first.steps
     assert again.development["fingerprint"] == first.development["fingerprint"]
     assert set(again.history["variant"]) == set(first.history["variant"])
-    selection.choose(ex, "random", reselect=True)
+    selection.choose(ex, "classwise", reselect=True)
     assert calls == [True, True]
-    other = Experiment(ex.profile.replace(fv_random=FVConfig(beta=2.0, epochs=3)), digits, ex.original, ex.info)
+    other = Experiment(ex.profile.replace(fv=FVConfig(beta=2.0, epochs=3)), digits, ex.original, ex.info)
     with pytest.raises(ValueError, match="reselect=True"):
-        selection.choose(other, "random")
+        selection.choose(other, "classwise")
 
 
 def test_test_set_evaluations_are_counted(experiment, digits, chosen):
