@@ -61,9 +61,6 @@ AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     "none": identity,
 }
 
-# Training view per dataset (docs/protocol.md P1.1-P1.2).
-DEFAULT_AUGMENT = {"cifar10": "crop_flip", "imagenet10": "resized_crop_flip", "digits": "shift"}
-
 
 def get(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """Augmentation by name; unknown names list the valid ones."""

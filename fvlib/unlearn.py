@@ -94,7 +94,7 @@ class _Runner:
     def __init__(self, model: nn.Module, data: ImageData, cfg: UnlearnConfig, lr: float, name: str):
         self.model, self.data, self.cfg = model, data, cfg
         self.opt = _optimizer(model, cfg, lr)
-        self.aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
+        self.aug = augment.get(cfg.augment or data.spec.augment)
         self.g = generator(cfg.seed, f"unlearn-{name}", data.device)
         self.after_step: Callable[[], None] | None = None
 
@@ -234,7 +234,7 @@ def saliency_mask(model: nn.Module, data: ImageData, split: Split,
     """{param name: bool mask}: top salun_sparsity fraction of |Σ_batches ∇(−mean CE on D_f)| at θ_o,
     ranked globally over all parameters (SAL generate_mask: eval mode, augmented view, no update)."""
     net = _copy(model, data).eval()
-    aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
+    aug = augment.get(cfg.augment or data.spec.augment)
     g = generator(cfg.seed, "salun-mask", data.device)
     for b in batch_indices(split.forget.nonzero().flatten(), cfg.batch_size, g):
         with autocast(data.device):
