@@ -1,10 +1,12 @@
 """Datasets as device-resident uint8 tensors: one representation for digits, CIFAR-10, ImageNet-10.
 
-A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three sources:
+A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three named sources:
 `digits` (scikit-learn's bundled 8x8 digits, the embedded default), `cifar10` (torchvision, an
 image-folder tree or a .tar/.tar.xz archive) and `imagenet10` (an image-folder tree or archive with
-train/ and val/). Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an
-archive's sha256; a folder's file names, sizes and mtimes) and the decode settings. Decoding itself
+train/ and val/), each with its registered DatasetSpec; and `load_folder`: any image folder or
+archive with train/<class>/ and test/<class>/, whose spec (mean/std) is computed from its images.
+Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an archive's sha256; a
+folder's file names, sizes and mtimes) and the decode settings. Decoding itself
 (Pillow, process pool, archive streaming) lives in fvlib.decode.
 """
 from __future__ import annotations
@@ -78,7 +80,8 @@ FOLDER_TESTS = ("test", "val", "validation")
 
 @dataclasses.dataclass
 class ImageData:
-    """Train/test images (N, H, W, 3) uint8 and labels (N,) int64 on one device, plus class names."""
+    """Train/test images (N, H, W, 3) uint8 and labels (N,) int64 on one device, class names, and
+    the dataset's spec (normalisation, training view)."""
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -192,6 +195,9 @@ def load_folder(root: str | Path, image_size: int | None = None, resize: int | N
     images). augment: their training view (default crop_flip up to 64 px, else resized_crop_flip).
     The dataset is named after the folder; file names are kept for instance-wise forget sets.
     """
+    from fvlib.augment import AUGMENTATIONS  # here: fvlib.augment imports this module
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise DataError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
     source = Path(root).expanduser()
     if not (source.exists() and (source.is_dir() or _usable("folder", source))):
         raise DataNotFound(f"{root} is neither an image folder nor a tar archive; pass a folder (or "

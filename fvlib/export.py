@@ -238,6 +238,9 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 
 
 def _check_request(system: nn.Module, formats, forms, opset: int) -> None:
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 6):
+        raise ExportError(f"export needs torch >= 2.6 (torch.onnx.export(dynamo=True) with dynamic "
+                          f"shapes), this is torch {torch.__version__}; upgrade torch")
     if not isinstance(system, Perturbed):
         raise ExportError(f"export takes the unlearned system fv.wrap(θ_o), got {type(system).__name__}")
     bad = [f for f in formats if f not in FORMATS] + [f for f in forms if f not in FORMS]

@@ -183,27 +183,29 @@ class OwnModel:
 def setup(model: ModelSource = CI_MODEL, data_root: str = "", forget: str | Sequence[str] | None = None,
           *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
           model_size: Sequence[int] | int | None = None, cam_layer: str | None = None,
-          image_size: int | None = None, train_subset: int = 0, test_subset: int = 0,
-          epochs: int | None = None, fv_epochs: int | None = None, name: str = "", seed: int = 0,
-          ci: bool | None = None, progress: bool = True) -> OwnModel:
+          image_size: int | None = None, augment: str | None = None, train_subset: int = 0,
+          test_subset: int = 0, epochs: int | None = None, fv_epochs: int | None = None,
+          name: str = "", seed: int = 0, ci: bool | None = None, progress: bool = True) -> OwnModel:
     """Data, forget set and θ_o (loaded or trained here), checked; see the module docstring.
 
     mean/std: θ_o's input normalisation (a model trained here: the data's, default computed from
-    the training images). model_size: θ_o's input side(s) when unlike the images'. *_subset: a
-    seeded random subset of the images (0: all). epochs: θ_o's epochs when trained here.
+    the training images). model_size: θ_o's input side(s) when unlike the images'. augment: the
+    folder's training view (fvlib.augment name; used by a model trained here, Retrain and the δ
+    solve; default by image size). *_subset: a seeded random subset of the images (0: all).
+    epochs: θ_o's epochs when trained here.
     """
     ci = bool(os.environ.get("CI")) if ci is None else ci
     if ci:
         print(f"CI: the embedded digits and {CI_MODEL} (trained here in seconds) replace "
-              f"MODEL={str(model)!r}, DATA_ROOT={data_root!r}; forget class '0' unless FORGET names a digit")
+              f"MODEL={str(model)!r}, DATA_ROOT={data_root!r}; FORGET: the digit classes it names, else '0'")
         model, data_root, train_subset, test_subset, epochs, fv_epochs = CI_MODEL, "", 0, 0, None, 10
-        image_size, mean, std, model_size = None, None, None, None
+        image_size, mean, std, model_size, augment = None, None, None, None, None
     seed_everything(seed)
     figures.style()
     timings: dict[str, float] = {}
     trained_here = isinstance(model, str) and model.startswith(TRAIN_PREFIX)
     with _timed(timings, "load data"):
-        data = _data(data_root, image_size, train_subset, test_subset, seed,
+        data = _data(data_root, image_size, augment, train_subset, test_subset, seed,
                      (mean, std) if trained_here else (None, None))
     request = _request(forget, data, ci)
     split = splits.forget_set(data, request)
@@ -222,10 +224,11 @@ def setup(model: ModelSource = CI_MODEL, data_root: str = "", forget: str | Sequ
     return OwnModel(name, data, net, split, request, info, fv_cfg, arch, recipe, timings)
 
 
-def _data(root: str, image_size: int | None, n_train: int, n_test: int, seed: int,
-          norm: tuple) -> ImageData:
+def _data(root: str, image_size: int | None, augment: str | None, n_train: int, n_test: int,
+          seed: int, norm: tuple) -> ImageData:
     """The digits ('' root) or an image folder/archive, optionally a seeded subset."""
-    data = load("digits") if not root else load_folder(root, image_size, mean=norm[0], std=norm[1])
+    data = (load("digits") if not root else
+            load_folder(root, image_size, mean=norm[0], std=norm[1], augment=augment))
     if n_train or n_test:
         data = data.subset(n_train or len(data.train_y), n_test or len(data.test_y), seed)
     return data
@@ -234,7 +237,7 @@ def _data(root: str, image_size: int | None, n_train: int, n_test: int, seed: in
 def _request(forget, data: ImageData, ci: bool) -> list[str]:
     """The forget request as a list; under CI a request the digits cannot serve becomes class '0'."""
     items = [forget] if isinstance(forget, str) else list(forget or [])
-    if ci and not (items and all(i in data.classes for i in items)):
+    if ci and not all(i in data.classes for i in items):
         return ["0"]
     return items or [data.classes[0]]
 

@@ -13,12 +13,13 @@
 # %%
 MODEL: str = "train:small_cnn"  # .pt2 | TorchScript file | "resnet18:weights.pth" (torchvision) | "train:<fvlib arch>"
 DATA_ROOT: str = ""  # folder or archive with train/<class>/ and test/<class>/; "": the embedded digits
-FORGET: list = ["0"]  # one class name, several class names, or training files like "train/cat/0001.jpg"
+FORGET: list = []  # one class name, several class names, or training files like "train/cat/0001.jpg"; []: the first class
 MODEL_MEAN: list = []  # θ_o's input normalisation mean (RGB); []: it takes [0, 1] pixels
 MODEL_STD: list = []  # θ_o's input normalisation std (RGB); trained here: the images' own
 MODEL_SIZE: int = 0  # θ_o's input side when unlike the images' (0: the images' size)
 CAM_LAYER: str = ""  # module path Grad-CAM hooks ("": the last convolution)
 IMAGE_SIZE: int = 0  # bring every image to this square side (0: as stored)
+AUGMENT: str = ""  # training view of a model trained here, Retrain and the δ solve: crop_flip | shift | resized_crop_flip | none
 TRAIN_SUBSET: int = 0  # seeded random training images to use (0: all)
 TEST_SUBSET: int = 0  # seeded random test images to use (0: all)
 EPOCHS: int = 0  # θ_o's epochs when trained here (0: 15)
@@ -36,9 +37,9 @@ from fvlib import export, own_model
 
 own = own_model.setup(MODEL, DATA_ROOT, FORGET, mean=MODEL_MEAN or None, std=MODEL_STD or None,
                       model_size=MODEL_SIZE or None, cam_layer=CAM_LAYER or None,
-                      image_size=IMAGE_SIZE or None, train_subset=TRAIN_SUBSET,
-                      test_subset=TEST_SUBSET, epochs=EPOCHS or None, fv_epochs=FV_EPOCHS or None,
-                      name=NAME, seed=SEED)
+                      image_size=IMAGE_SIZE or None, augment=AUGMENT or None,
+                      train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET, epochs=EPOCHS or None,
+                      fv_epochs=FV_EPOCHS or None, name=NAME, seed=SEED)
 print(NOTE or "", own.describe(), sep="\n")
 
 # %% [markdown]
@@ -49,7 +50,7 @@ print(NOTE or "", own.describe(), sep="\n")
 
 # %%
 theta_o = own.theta_o()
-own.save_table(theta_o.round(2), "theta_o_accuracy", {"note": NOTE})
+own.save_table(theta_o.round(2), "your_model_theta_o", {"note": NOTE})
 display(theta_o.round(2))
 
 # %% [markdown]
@@ -82,7 +83,7 @@ systems = {"θ_o": own.model, "Retrain": retrain, "FV": fv.wrap(own.model)}
 systems = {name: system for name, system in systems.items() if system is not None}
 seconds = {"θ_o": own.info.get("train_seconds"), "Retrain": retrain_seconds, "FV": fv.meta["seconds"]}
 table = own.evaluate(systems, seconds).round(2)
-own.save_table(table, "unlearning_metrics", {"note": NOTE, "forget": own.forget_card()})
+own.save_table(table, "your_model_metrics", {"note": NOTE, "forget": own.forget_card()})
 display(table)
 
 # %% [markdown]
@@ -95,7 +96,7 @@ display(table)
 # %%
 panel = own.gradcam(systems, N_CAM, SEED)
 if panel:
-    own.save(panel[0], "gradcam_forget_retain", panel[1])
+    own.save(panel[0], "your_model_gradcam", panel[1])
 panel[0] if panel else None
 
 # %% [markdown]
@@ -107,7 +108,7 @@ panel[0] if panel else None
 
 # %%
 cards = export.summary(own.export(fv, metrics=table))
-own.save_table(cards, "export_checks", {"note": NOTE})
+own.save_table(cards, "your_model_export", {"note": NOTE})
 display(cards)
 
 # %% [markdown]
@@ -115,7 +116,7 @@ display(cards)
 
 # %%
 timings = own.timing_table().round(1)
-own.save_table(timings, "timings", {"note": NOTE})
+own.save_table(timings, "your_model_timings", {"note": NOTE})
 display(timings)
 
 # %%
