@@ -198,7 +198,7 @@ def setup(model: ModelSource = CI_MODEL, data_root: str = "", forget: str | Sequ
     if ci:
         print(f"CI: the embedded digits and {CI_MODEL} (trained here in seconds) replace "
               f"MODEL={str(model)!r}, DATA_ROOT={data_root!r}; FORGET: the digit classes it names, else '0'")
-        model, data_root, train_subset, test_subset, epochs, fv_epochs = CI_MODEL, "", 0, 0, None, 10
+        model, data_root, train_subset, test_subset, epochs, fv_epochs = CI_MODEL, "", 0, 0, None, 5
         image_size, mean, std, model_size, augment = None, None, None, None, None
     seed_everything(seed)
     figures.style()
