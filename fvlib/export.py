@@ -147,13 +147,14 @@ def check_file(path: Path, fmt: str, form: str, system: Perturbed, data: ImageDa
     (closer than that, a tie may break either way: counted, not failed)."""
     run = _runner(path, fmt, form)
     delta = system.delta.detach().cpu().float()
-    worst, scaled, mismatches, ties, n = 0.0, 0.0, 0, 0, 0
+    worst, scaled, largest, mismatches, ties, n = 0.0, 0.0, 0.0, 0, 0, 0
     for chunk in data.test_x.cpu().split(batch_size):
         x = to_float(chunk).contiguous()
         eager, out = system(x).float(), run(x, delta).float()
         diff = (eager - out).abs()
         worst = max(worst, diff.max().item())
         scaled = max(scaled, (diff / eager.abs().clamp(min=1.0)).max().item())
+        largest = max(largest, eager.abs().max().item())
         top2 = eager.topk(min(2, eager.shape[1]), dim=1).values
         tie = (top2[:, 0] - top2[:, -1]) <= tolerance * top2[:, 0].abs().clamp(min=1.0)
         differ = eager.argmax(1) != out.argmax(1)
@@ -162,6 +163,7 @@ def check_file(path: Path, fmt: str, form: str, system: Perturbed, data: ImageDa
         n += len(x)
     within = (scaled if relative else worst) <= tolerance
     return {"images": n, "max_abs_logit_diff": worst, "max_scaled_logit_diff": scaled,
+            "max_abs_logit": largest,
             "prediction_mismatches": mismatches, "tie_flips": ties, "tolerance": tolerance,
             "tolerance_mode": "relative: |Δ| <= tol·max(1, |logit|)" if relative else "absolute",
             "passed": within and mismatches == 0}
