@@ -8,7 +8,8 @@ and states its accuracy. The returned `OwnModel` then solves, evaluates, draws G
 retrains (for a model trained here) and exports, all through fvlib's one path (data, splits,
 solve, metrics, cam, train, export). MODEL is an nn.Module, a .pt2 program, a TorchScript file,
 'arch:weights.pth' (torchvision), or 'train:<fvlib architecture>' (trained here on the folder).
-Under CI (env CI set) it swaps in the digits and a small CNN trained in seconds, visibly.
+Under CI (env CI set) it swaps in the digits and a small CNN trained in seconds, visibly. All of
+it runs on the CPU (it needs no GPU).
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ def setup(model: ModelSource = CI_MODEL, data_root: str = "", forget: str | Sequ
         print(f"CI: the embedded digits and {CI_MODEL} (trained here in seconds) replace "
               f"MODEL={str(model)!r}, DATA_ROOT={data_root!r}; FORGET: the digit classes it names, else '0'")
         model, data_root, train_subset, test_subset, epochs, fv_epochs = CI_MODEL, "", 0, 0, None, 5
-        image_size, mean, std, model_size, augment = None, None, None, None, None
+        image_size, mean, std, model_size, augment, cam_layer = None, None, None, None, None, None
     seed_everything(seed)
     figures.style()
     timings: dict[str, float] = {}
