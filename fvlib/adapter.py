@@ -13,16 +13,14 @@ from __future__ import annotations
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fvlib.data import ImageData, to_float
 from fvlib.models import Normalize
-
-if TYPE_CHECKING:
-    from fvlib.data import ImageData
 
 ModelSource = nn.Module | str | Path
 
@@ -212,11 +210,11 @@ def _check_state(state: dict, model: nn.Module, arch: str, path: Path) -> dict:
 
 # ----------------------------------------------------------------------------- checks
 
-def check(adapter: ModelAdapter, data: "ImageData") -> int:
+def check(adapter: ModelAdapter, data: ImageData) -> int:
     """Run the model on two test images; raise ModelError unless it maps (B, 3, H, W) -> (B, C)
     logits with C = the folder's class count. Returns C."""
     h, w = data.image_shape[1:]
-    x = data.test_x[:2].permute(0, 3, 1, 2).float().div(255.0)
+    x = to_float(data.test_x[:2])
     shape = _static_batch(adapter)
     try:
         with torch.no_grad():
