@@ -25,8 +25,8 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4, flip: bool = Tr
     return to_float(out)
 
 
-def shift(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Small shifts (±2 px), no flip: digits are not mirror-symmetric."""
+def translate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Small translations (±2 px), no flip: digits are not mirror-symmetric."""
     return crop_flip(x, g, pad=2, flip=False)
 
 
@@ -57,12 +57,9 @@ def identity(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "crop_flip": crop_flip, "shift": shift, "resized_crop_flip": resized_crop_flip,
+    "crop_flip": crop_flip, "translate": translate, "resized_crop_flip": resized_crop_flip,
     "none": identity,
 }
-
-# Training view per dataset (docs/protocol.md P1.1-P1.2).
-DEFAULT_AUGMENT = {"cifar10": "crop_flip", "imagenet10": "resized_crop_flip", "digits": "shift"}
 
 
 def get(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:

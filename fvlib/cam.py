@@ -4,14 +4,15 @@ Every function takes *systems* (nn.Modules mapping [0, 1] pixels to logits): θ_
 model, or `fv.wrap(θ_o)` for a forget vector. pytorch-grad-cam's GradCAM runs on the whole system,
 so a forget vector's δ is part of the forward and backward pass and the map is that of x + δ, the
 input θ_o really sees. The target layer is `models.CAM_LAYERS[arch]` of the weights-bearing model
-(`forget_vector.unwrap`). Target = the predicted class unless given. Maps are (N, H, W) float32 in
-[0, 1] on the CPU. Also here: which images to show (`pick_images`) and the saliency-change number
-fvlib adds to the paper's qualitative figures (1 − cosine to the original model's map).
+(`forget_vector.unwrap`), or arch(model) when arch is a layer-picking function (your own model).
+Target = the predicted class unless given. Maps are (N, H, W) float32 in [0, 1] on the CPU. Also
+here: which images to show (`pick_images`) and the saliency-change number fvlib adds to the paper's
+qualitative figures (1 − cosine to the original model's map).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,18 @@ from fvlib.models import CAM_LAYERS, frozen
 from fvlib.runtime import generator
 
 Targets = int | Sequence[int] | torch.Tensor | None
+# where Grad-CAM hooks: a registered architecture name (models.CAM_LAYERS), or a function that
+# picks the layer from the weights-bearing model (e.g. adapter.cam_layer for your own model)
+Layer = str | Callable[[nn.Module], nn.Module]
+
+
+def target_layer(arch: Layer, model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM hooks in model: CAM_LAYERS[arch] for a name, else arch(model)."""
+    return arch(model) if callable(arch) else CAM_LAYERS[arch](model)
+
+
+def _layer_name(arch: Layer) -> str:
+    return arch if isinstance(arch, str) else getattr(arch, "__name__", repr(arch))
 
 
 def _device(system: nn.Module) -> torch.device:
@@ -52,7 +65,7 @@ def _targets(targets: Targets, n: int) -> list[ClassifierOutputTarget] | None:
     return [ClassifierOutputTarget(c) for c in classes]
 
 
-def cam_and_logits(system: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
+def cam_and_logits(system: nn.Module, x: torch.Tensor, arch: Layer, targets: Targets = None,
                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps (N, H, W) in [0, 1] and the float32 logits (N, C) of the same forward pass.
 
@@ -63,7 +76,7 @@ def cam_and_logits(system: nn.Module, x: torch.Tensor, arch: str, targets: Targe
     if n == 0:
         return torch.zeros(0, h, w), torch.zeros(0, 0)
     tg = _targets(targets, n)
-    layer = CAM_LAYERS[arch](unwrap(system))
+    layer = target_layer(arch, unwrap(system))
     maps, logits = [], []
     # frozen: eval mode (BN running statistics) and no parameter gradients; every module's mode,
     # flag and .grad come back afterwards. enable_grad: callers are often under no_grad. The
@@ -79,7 +92,7 @@ def cam_and_logits(system: nn.Module, x: torch.Tensor, arch: str, targets: Targe
     return torch.cat(maps).clamp_(0, 1), torch.cat(logits)
 
 
-def gradcam(system: nn.Module, x: torch.Tensor, arch: str, targets: Targets = None,
+def gradcam(system: nn.Module, x: torch.Tensor, arch: Layer, targets: Targets = None,
             batch_size: int = 64) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) float32 in [0, 1] of a system on uint8 (N,H,W,3) or float x."""
     return cam_and_logits(system, x, arch, targets, batch_size)[0]
@@ -116,7 +129,7 @@ def _display(system: nn.Module, images: torch.Tensor) -> np.ndarray:
     return x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels: torch.Tensor,
+def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: Layer, labels: torch.Tensor,
           classes: Sequence[str], display_size: int = 128, cell_inches: float = 1.6) -> tuple[Figure, dict]:
     """Figs. 4-5 grid: rows = uint8 images (N, H, W, 3), columns = methods (name -> system).
 
@@ -131,7 +144,7 @@ def panel(images: torch.Tensor, methods: dict[str, nn.Module], arch: str, labels
     ref_name = next(iter(results))
     fig = Figure(figsize=(cell_inches * len(methods), cell_inches * len(y) + 0.4), layout="constrained")
     axes = fig.subplots(len(y), len(methods), squeeze=False)
-    numbers: dict = {"arch": arch, "reference": ref_name, "labels": y,
+    numbers: dict = {"arch": _layer_name(arch), "reference": ref_name, "labels": y,
                      "label_names": [classes[v] for v in y], "methods": {}}
     for j, (name, (maps, logits)) in enumerate(results.items()):
         preds = logits.argmax(1).tolist()
@@ -182,7 +195,7 @@ def pick_images(data: ImageData, mask: torch.Tensor, n: int, seed: int = 0,
 
 
 def saliency_change_table(methods: dict[str, nn.Module],
-                         image_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], arch: str,
+                          image_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], arch: Layer,
                          reference: str | None = None, batch_size: int = 64) -> pd.DataFrame:
     """Mean Grad-CAM saliency change (1 − cosine vs the reference method's map; default: the first method).
 

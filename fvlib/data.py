@@ -1,10 +1,12 @@
 """Datasets as device-resident uint8 tensors: one representation for digits, CIFAR-10, ImageNet-10.
 
-A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three sources:
+A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three named sources:
 `digits` (scikit-learn's bundled 8x8 digits, the embedded default), `cifar10` (torchvision, an
 image-folder tree or a .tar/.tar.xz archive) and `imagenet10` (an image-folder tree or archive with
-train/ and val/). Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an
-archive's sha256; a folder's file names, sizes and mtimes) and the decode settings. Decoding itself
+train/ and val/), each with its registered DatasetSpec; and `load_folder`: any image folder or
+archive with train/<class>/ and test/<class>/, whose spec (mean/std) is computed from its images.
+Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an archive's sha256; a
+folder's file names, sizes and mtimes) and the decode settings. Decoding itself
 (Pillow, process pool, archive streaming) lives in fvlib.decode.
 """
 from __future__ import annotations
@@ -57,24 +59,29 @@ class MixedImageSizes(DataError):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Static facts of one dataset: normalisation (docs/protocol.md P1.3) and split folder names."""
+    """Facts of one dataset: normalisation (docs/protocol.md P1.3), split folders, training view."""
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     test_folders: tuple[str, ...]
     default_size: int
+    augment: str  # default training augmentation, a name in fvlib.augment (P1.1-P1.2)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     # digits: mean/std of the upsampled training images (computed once, rounded).
-    "digits": DatasetSpec((0.3052,) * 3, (0.3236,) * 3, (), 32),
-    "cifar10": DatasetSpec((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("test",), 32),
-    "imagenet10": DatasetSpec((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), ("val", "validation"), 224),
+    "digits": DatasetSpec((0.3052,) * 3, (0.3236,) * 3, (), 32, "translate"),  # no flip: digits are not symmetric
+    "cifar10": DatasetSpec((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("test",), 32, "crop_flip"),
+    "imagenet10": DatasetSpec((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), ("val", "validation"), 224,
+                              "resized_crop_flip"),
 }
+# An image folder of your own (load_folder): test split under test/ (or val/), spec computed.
+FOLDER_TESTS = ("test", "val", "validation")
 
 
 @dataclasses.dataclass
 class ImageData:
-    """Train/test images (N, H, W, 3) uint8 and labels (N,) int64 on one device, plus class names."""
+    """Train/test images (N, H, W, 3) uint8 and labels (N,) int64 on one device, class names, and
+    the dataset's spec (normalisation, training view)."""
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -82,6 +89,15 @@ class ImageData:
     test_y: torch.Tensor
     classes: list[str]
     fingerprint: str  # key of the source's fingerprint and the decode settings
+    spec: DatasetSpec | None = None  # None: the registered DATASETS[name] (load_folder computes one)
+    train_files: tuple[str, ...] | None = None  # source name of each training image, when known
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            if self.name not in DATASETS:
+                raise DataError(f"dataset {self.name!r} is not registered ({', '.join(DATASETS)}); "
+                                "pass its DatasetSpec as spec=... (load_folder computes one).")
+            self.spec = DATASETS[self.name]
 
     @property
     def num_classes(self) -> int:
@@ -96,10 +112,6 @@ class ImageData:
     def device(self) -> torch.device:
         return self.train_x.device
 
-    @property
-    def spec(self) -> DatasetSpec:
-        return DATASETS[self.name]
-
     def to(self, device: torch.device | str) -> "ImageData":
         """Copy of this dataset with every tensor on device."""
         move = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
@@ -112,6 +124,7 @@ class ImageData:
         te = torch.randperm(len(self.test_y), generator=g)[:n_test].sort().values.to(self.device)
         return dataclasses.replace(self, train_x=self.train_x[tr], train_y=self.train_y[tr],
                                    test_x=self.test_x[te], test_y=self.test_y[te],
+                                   train_files=self._files(tr),
                                    fingerprint=f"{self.fingerprint}-sub{n_train}-{n_test}-{seed}")
 
     def holdout(self, n: int, seed: int = 0) -> "ImageData":
@@ -126,7 +139,12 @@ class ImageData:
         held, kept = perm[:n].sort().values.to(self.device), perm[n:].sort().values.to(self.device)
         return dataclasses.replace(self, train_x=self.train_x[kept], train_y=self.train_y[kept],
                                    test_x=self.train_x[held], test_y=self.train_y[held],
+                                   train_files=self._files(kept),
                                    fingerprint=f"{self.fingerprint}-holdout{n}-{seed}")
+
+    def _files(self, idx: torch.Tensor) -> tuple[str, ...] | None:
+        """The training file names at indices idx (None when the names are not known)."""
+        return None if self.train_files is None else tuple(self.train_files[i] for i in idx.tolist())
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -162,15 +180,62 @@ def load(name: str, root: str | Path | None = None, image_size: int | None = Non
     size = image_size or (None if name == "imagenet10" else DATASETS[name].default_size)
     source = _resolve_source(name, root, download)
     fp = config_hash(name, _source_fingerprint(source), size, resize, DECODE_VERSION)
-    tensors, meta, _ = cached_tensors(f"data-{name}", fp, lambda: _decode(name, source, size, resize))
+    tests = DATASETS[name].test_folders
+    tensors, meta, _ = cached_tensors(f"data-{name}", fp, lambda: _decode(source, tests, size, resize))
     arrays = (tensors["train_x"], tensors["train_y"], tensors["test_x"], tensors["test_y"])
-    return _assemble(name, arrays, meta["classes"], fp, device)
+    return _assemble(name, arrays, meta["classes"], fp, device, files=meta.get("train_files"))
 
 
-def _assemble(name: str, arrays: tuple, classes: list[str], fp: str, device) -> ImageData:
+def load_folder(root: str | Path, image_size: int | None = None, resize: int | None = None,
+                mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                augment: str | None = None, device: torch.device | str = "cpu") -> ImageData:
+    """Any image folder or archive with train/<class>/* and test/<class>/* (any classes, any size).
+
+    mean/std: the normalisation of models trained here (default: computed from the training
+    images). augment: their training view (default crop_flip up to 64 px, else resized_crop_flip).
+    The dataset is named after the folder; file names are kept for instance-wise forget sets.
+    """
+    from fvlib.augment import AUGMENTATIONS  # here: fvlib.augment imports this module
+    if augment is not None and augment not in AUGMENTATIONS:
+        raise DataError(f"unknown augmentation {augment!r}; valid names: {', '.join(AUGMENTATIONS)}")
+    source = Path(root).expanduser()
+    if not (source.exists() and (source.is_dir() or _usable("folder", source))):
+        raise DataNotFound(f"{root} is neither an image folder nor a tar archive; pass a folder (or "
+                           f"archive) holding train/<class>/*.jpg and test/<class>/*.jpg.")
+    key = config_hash("folder", _source_fingerprint(source), image_size, resize, DECODE_VERSION)
+    tensors, meta, _ = cached_tensors("data-folder", key,
+                                      lambda: _decode(source, FOLDER_TESTS, image_size, resize))
+    tx = tensors["train_x"]
+    stats = channel_stats(tx) if mean is None or std is None else (tuple(mean), tuple(std))
+    side = int(tx.shape[1])
+    spec = DatasetSpec(stats[0], stats[1], FOLDER_TESTS, side,
+                       augment or ("crop_flip" if side <= 64 else "resized_crop_flip"))
+    name = source.name.split(".")[0] or "folder"
+    arrays = (tx, tensors["train_y"], tensors["test_x"], tensors["test_y"])
+    # the spec joins the identity: models trained with other mean/std must not share a cache key
+    return _assemble(name, arrays, meta["classes"], config_hash(key, spec), device, spec,
+                     meta["train_files"])
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (rounded to 4 places) of uint8 images x (N, H, W, 3), in [0, 1]."""
+    total = torch.zeros(3, dtype=torch.float64)
+    square = torch.zeros(3, dtype=torch.float64)
+    for part in x.split(chunk):
+        v = part.reshape(-1, 3).double().div_(255.0)
+        total += v.sum(0)
+        square += (v * v).sum(0)
+    n = x.shape[0] * x.shape[1] * x.shape[2]
+    mean = total / n
+    std = (square / n - mean * mean).clamp(min=1e-12).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _assemble(name: str, arrays: tuple, classes: list[str], fp: str, device,
+              spec: DatasetSpec | None = None, files: list[str] | None = None) -> ImageData:
     tx, ty, vx, vy = (torch.as_tensor(a) for a in arrays)
     data = ImageData(name, tx.to(torch.uint8), ty.long(), vx.to(torch.uint8), vy.long(),
-                     list(classes), fp)
+                     list(classes), fp, spec, tuple(files) if files is not None else None)
     return data.to(device)
 
 
@@ -212,7 +277,8 @@ def _usable(name: str, path: Path) -> bool:
         return False
     if name == "cifar10" and (path.name == "cifar-10-batches-py" or (path / "cifar-10-batches-py").is_dir()):
         return True
-    return (path / "train").is_dir() and any((path / t).is_dir() for t in DATASETS[name].test_folders)
+    tests = FOLDER_TESTS if name == "folder" else DATASETS[name].test_folders
+    return (path / "train").is_dir() and any((path / t).is_dir() for t in tests)
 
 
 def _resolve_source(name: str, root, download: bool) -> Path:
@@ -256,11 +322,11 @@ def _source_fingerprint(source: Path) -> str:
 
 # ----------------------------------------------------------------------------- decoding
 
-def _decode(name: str, source: Path, size: int | None, resize: int | None):
-    """Decode a source into uint8 arrays -> ({train_x (N,H,W,3), train_y (N,), test_...}, {classes})."""
+def _decode(source: Path, tests: tuple[str, ...], size: int | None, resize: int | None):
+    """Decode a source into uint8 arrays -> ({train_x (N,H,W,3), train_y (N,), test_...},
+    {classes, source, train_files}); tests names the test-split folders."""
     if source.is_dir() and source.name == "cifar-10-batches-py":
         return _decode_torchvision(source.parent)
-    tests = DATASETS[name].test_folders
     entries = _archive_entries(source) if source.is_file() else _folder_entries(source)
     wanted = ((m, payload) for m, payload in entries if _split_class(m, tests))
     try:  # a pool decodes while the archive is still being read
@@ -272,12 +338,13 @@ def _decode(name: str, source: Path, size: int | None, resize: int | None):
     classes = sorted(splits["train"])
     order = {key: [(m, label) for label, c in enumerate(classes) for m in splits[key][c]]
              for key in ("train", "test")}
-    _check_one_size(name, source, images, [m for key in order for m, _ in order[key]])
+    _check_one_size(source, images, [m for key in order for m, _ in order[key]])
     out = {}
     for key, members in order.items():
         out[f"{key}_x"] = torch.from_numpy(np.stack([images[m] for m, _ in members]))
         out[f"{key}_y"] = torch.tensor([label for _, label in members], dtype=torch.int64)
-    return out, {"classes": classes, "source": str(source)}
+    return out, {"classes": classes, "source": str(source),
+                 "train_files": [m for m, _ in order["train"]]}
 
 
 def _decode_torchvision(root: Path):
@@ -343,7 +410,7 @@ def _group(source: Path, images: dict[str, np.ndarray], test_names: tuple[str, .
     return splits
 
 
-def _check_one_size(name: str, source: Path, images: dict[str, np.ndarray], members: list[str]) -> None:
+def _check_one_size(source: Path, images: dict[str, np.ndarray], members: list[str]) -> None:
     """Raise MixedImageSizes naming the first two members (in output order) whose (H, W) differ."""
     first = members[0]
     shape = images[first].shape
@@ -352,5 +419,5 @@ def _check_one_size(name: str, source: Path, images: dict[str, np.ndarray], memb
         (h, w), (h2, w2) = shape[:2], images[odd].shape[:2]
         raise MixedImageSizes(
             f"images in {source} differ in size: {first!r} is {w}x{h} but {odd!r} is {w2}x{h2}; "
-            f"pass a target size, e.g. load({name!r}, root=..., image_size={min(h, w, h2, w2)}) "
+            f"pass a target size, e.g. image_size={min(h, w, h2, w2)} to load() or load_folder() "
             "(square resize), or resize=R with image_size=N (resize, then centre crop).")

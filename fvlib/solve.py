@@ -198,7 +198,7 @@ def _run(model: nn.Module, data: ImageData, prob: Problem, cfg: FVConfig,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
     g = generator(cfg.seed, "forget-vector", dev)
-    aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
+    aug = augment.get(cfg.augment or data.spec.augment)
     idx = torch.arange(len(data.train_y), device=dev)
     distill = cfg.objective == "distill"
     targets = unaugmented_logits(model, data) if distill and cfg.distill_targets == "unaugmented" else None

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fvlib.data import ImageData
+from fvlib.data import IMAGE_SUFFIXES, ImageData
 
 SCENARIOS = ("classwise", "random")
 
@@ -24,7 +24,7 @@ class SplitError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Masks over the train set (forget, retain) and test set (TA set, unseen forget set)."""
-    scenario: str            # "classwise" | "random" | "classes" (a union of classes)
+    scenario: str            # "classwise" | "random" | "classes" (a union) | "instances" (files)
     trial: int               # class index (class-wise) or seed (random)
     forget: torch.Tensor     # (N_train,) bool: D_f
     test_eval: torch.Tensor  # (N_test,) bool: TA set (test minus forgotten classes / whole test)
@@ -118,3 +118,60 @@ def for_trial(data: ImageData, scenario: str, trial: int, percent: float = 10.0)
     if scenario == "random":
         return random(data, trial, percent)
     raise SplitError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+
+
+def instances(data: ImageData, indices: Sequence[int], trial: int = 0) -> Split:
+    """D_f = the given training images (instance-wise forgetting); TA set = the whole test set."""
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    n = len(data.train_y)
+    if len(idx) == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise SplitError(f"instance indices must be a non-empty subset of 0..{n - 1} (the training images)")
+    forget = torch.zeros(n, dtype=torch.bool)
+    forget[idx] = True
+    test_all = torch.ones(len(data.test_y), dtype=torch.bool, device=data.device)
+    return Split("instances", trial, forget.to(data.device), test_all, ~test_all, (), data.fingerprint)
+
+
+def forget_set(data: ImageData, request: str | Sequence[str]) -> Split:
+    """The forget set a person names: one class name, several class names (their union), or
+    training files (paths below the folder, e.g. train/cat/0001.jpg: instance-wise forgetting)."""
+    items = [request] if isinstance(request, str) else [str(r) for r in request]
+    if not items:
+        raise SplitError("the forget set is empty: name a class (e.g. 'cat') or training files")
+    files = [i for i in items if i not in data.classes and ("/" in i or i.lower().endswith(IMAGE_SUFFIXES))]
+    names = [i for i in items if i not in files]
+    if files and names:
+        raise SplitError(f"the forget set mixes class names {names} and files {files[:2]}...; forget "
+                         "either classes or files (a class's files are all of them: name the class)")
+    if files:
+        return instances(data, file_indices(data, files))
+    unknown = [c for c in names if c not in data.classes]
+    if unknown:
+        raise SplitError(f"forget class {unknown[0]!r} is not in {data.name}; its classes are: "
+                         f"{', '.join(data.classes)} (class names are the folder names under train/)")
+    ids = [data.classes.index(c) for c in dict.fromkeys(names)]
+    return classwise(data, ids[0]) if len(ids) == 1 else forget_classes(data, ids)
+
+
+def _file_keys(path: str) -> list[str]:
+    """Candidate keys of a path: the part from each 'train' folder on (train/<class>/.../file)."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    return ["/".join(parts[i:]) for i, p in enumerate(parts[:-2]) if p == "train"]
+
+
+def file_indices(data: ImageData, files: Sequence[str]) -> list[int]:
+    """Training-set indices of files given as paths ending in train/<class>/<file> (any prefix)."""
+    if data.train_files is None or len(data.train_files) != len(data.train_y):
+        raise SplitError(f"{data.name} does not know its training file names (load it with "
+                         "data.load_folder) so files cannot name a forget set; name classes instead")
+    index = {key: i for i, f in enumerate(data.train_files) for key in _file_keys(f)[:1]}
+    out = []
+    for f in files:
+        hit = next((index[k] for k in _file_keys(f) if k in index), None)
+        if hit is None:
+            example = data.train_files[0].split("train/", 1)[-1]
+            raise SplitError(f"forget file {f!r} is not in the training set of {data.name} "
+                             f"({len(data.train_files)} images under train/<class>/); give training "
+                             f"files as paths ending in train/<class>/<name>, e.g. train/{example}")
+        out.append(hit)
+    return sorted(set(out))

@@ -104,7 +104,7 @@ def fit(model: nn.Module, data: ImageData, mask: torch.Tensor, cfg: TrainConfig,
     model = prepare_model(model, dev)
     idx = mask.nonzero().flatten()
     g = generator(cfg.seed, "train", dev)
-    aug = augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
+    aug = augment.get(cfg.augment or data.spec.augment)
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, math.ceil(len(idx) / cfg.batch_size))
     loss_fn = cross_entropy(cfg.label_smoothing)

@@ -66,3 +66,43 @@ def short_experiment(digits, trained):
                          fv=dataclasses.replace(base.fv, epochs=3),
                          fv_random=dataclasses.replace(base.fv_random, epochs=3))
     return Experiment(short, digits, *trained)
+
+
+class TinyNet(torch.nn.Module):
+    """conv -> BN -> ReLU -> pool -> linear: the smallest classifier with BatchNorm (export tests)."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+@pytest.fixture
+def tiny_net():
+    """Factory of seeded TinyNets in eval mode with non-trivial BN running statistics."""
+    def make(classes: int = 3, seed: int = 0) -> TinyNet:
+        torch.manual_seed(seed)
+        net = TinyNet(classes)
+        net.bn.running_mean.uniform_(-0.1, 0.1)
+        net.bn.running_var.uniform_(0.5, 1.5)
+        return net.eval()
+    return make
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory, digits):
+    """train/<class>/*.png (4 per class) and test/<class>/*.png (2 per class), 3 classes, 32 px."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("folder") / "shapes"
+    k = 0
+    for split, n in (("train", 4), ("test", 2)):
+        for c in ("airplane", "bird", "cat"):
+            (root / split / c).mkdir(parents=True)
+            for j in range(n):
+                Image.fromarray(digits.train_x[k].numpy()).save(root / split / c / f"{j:04d}.png")
+                k += 1
+    return root

@@ -168,10 +168,10 @@ def test_pool_decode_is_bit_identical_and_in_order(digits, tmp_path, pool_forced
     folder = _tree(digits, tmp_path / "tree", per_class=(5, 2))  # 21 images: 7 chunks of 3
     (folder / "train" / "cat" / "0009.png").write_bytes(_png(digits.train_x[3].numpy()))
     archive = _archive(folder, tmp_path / "c.tar.xz")
-    pooled = [data._decode("cifar10", src, 32, None)[0] for src in (folder, archive)]
+    pooled = [data._decode(src, ("test",), 32, None)[0] for src in (folder, archive)]
     assert len(pool_forced) == 2  # the pool really ran, once per source
     monkeypatch.setenv("FVLIB_DECODE_WORKERS", "1")
-    serial = [data._decode("cifar10", src, 32, None)[0] for src in (folder, archive)]
+    serial = [data._decode(src, ("test",), 32, None)[0] for src in (folder, archive)]
     assert len(pool_forced) == 2  # one worker: decoded in-process
     for p, s in zip(pooled, serial):
         assert p.keys() == s.keys() and all(torch.equal(p[k], s[k]) for k in p)

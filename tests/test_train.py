@@ -54,7 +54,7 @@ def test_crop_flip_is_a_shifted_copy(digits):
     assert (out.sum((1, 2, 3)) <= augment.identity(x, g).sum((1, 2, 3)) + 1e-4).all()
 
 
-@pytest.mark.parametrize("name", ["crop_flip", "shift", "resized_crop_flip", "none"])
+@pytest.mark.parametrize("name", ["crop_flip", "translate", "resized_crop_flip", "none"])
 def test_augmentations_are_batched_and_seeded(digits, name):
     x = digits.train_x[:8]
     a = augment.get(name)(x, generator(1, "aug"))

@@ -43,7 +43,7 @@ def copy_of(model: nn.Module, data: ImageData) -> nn.Module:
 
 def view(data: ImageData, cfg: LoopConfig) -> Callable:
     """The training augmentation of cfg, else the dataset's default."""
-    return augment.get(cfg.augment or augment.DEFAULT_AUGMENT[data.name])
+    return augment.get(cfg.augment or data.spec.augment)
 
 
 class Runner:
