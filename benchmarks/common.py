@@ -153,8 +153,10 @@ def write_result(name: str, profile, device: torch.device, result: dict, cfg: An
     if clash:  # a result key would silently overwrite provenance (or the reverse)
         raise KeyError(f"result keys {sorted(clash)} collide with the record's provenance keys")
     rec = {**meta, **result}
-    if rec.get("git_sha") == "unknown" and os.environ.get("FVBENCH_GIT_SHA"):
-        rec["git_sha"] = os.environ["FVBENCH_GIT_SHA"]  # device copies of the tree carry no .git
+    if os.environ.get("FVBENCH_GIT_SHA"):
+        # the device's copy of the tree can carry a .git whose HEAD is not the tree that ran
+        # (seen: main's sha, "-dirty"), so the sha given by the caller wins
+        rec["git_sha"] = os.environ["FVBENCH_GIT_SHA"]
     text = json.dumps(to_jsonable(rec), indent=2) + "\n"
     path = results_dir() / f"{name}-{profile.name}-{device_slug(device)}.json"
     atomic_write(path, lambda p: p.write_text(text))

@@ -83,10 +83,16 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor
     return out.float().div_(255.0)
 
 
-def objective(z: torch.Tensor, y: torch.Tensor, f: torch.Tensor, delta: torch.Tensor, cfg) -> torch.Tensor:
-    """fvlib's forget-vector loss (solve.batch_loss, K = 1) of logits z (B, C): what solve minimises."""
+def objective(z: torch.Tensor, y: torch.Tensor, f: torch.Tensor, delta: torch.Tensor, cfg,
+              betas: torch.Tensor) -> torch.Tensor:
+    """fvlib's forget-vector loss (solve.batch_loss, K = 1) of logits z (B, C): what solve minimises.
+
+    betas (1,) lives on the device already: a tensor built from a Python list inside a CUDA-graph
+    capture is a host-to-device copy, which capture refuses (the first GPU session's graph variants
+    failed on exactly that).
+    """
     norm = delta.flatten().norm()[None]
-    loss, _ = solve.batch_loss(z[None], y, f[None], norm, torch.tensor([cfg.beta], device=z.device), cfg)
+    loss, _ = solve.batch_loss(z[None], y, f[None], norm, betas, cfg)
     return loss.sum()
 
 
@@ -122,13 +128,14 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
     opt = torch.optim.SGD([delta], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator(device=dev).manual_seed(0)
     n = len(data.train_y)
+    betas = torch.tensor([cfg.beta], device=dev)
 
     def step() -> None:
         idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
         x = crop_flip(data.train_x[idx], g) if v.augment else to_float(data.train_x[idx])
         with bf16(dev, v.bf16 and not v.precast):
             z = net((x + delta).to(dtype).contiguous(memory_format=fmt))
-        loss = objective(z.float(), data.train_y[idx], forget[idx], delta, cfg)
+        loss = objective(z.float(), data.train_y[idx], forget[idx], delta, cfg, betas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,6 +155,7 @@ def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable
     sf = torch.zeros(v.batch, dtype=torch.bool, device=dev)
     g = torch.Generator(device=dev).manual_seed(0)
     n = len(data.train_y)
+    betas = torch.tensor([cfg.beta], device=dev)
 
     def fill() -> None:
         idx = torch.randint(0, n, (v.batch,), device=dev, generator=g)
@@ -158,7 +166,7 @@ def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable
     def body() -> None:
         with bf16(dev, v.bf16):
             z = net((sx + delta).contiguous(memory_format=fmt))
-        loss = objective(z.float(), sy, sf, delta, cfg)
+        loss = objective(z.float(), sy, sf, delta, cfg, betas)
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():  # torch.optim.SGD's update: d_p = g + wd·δ; buf = m·buf + d_p; δ -= lr·buf
             buf.mul_(cfg.momentum).add_(grad + cfg.weight_decay * delta)

@@ -266,14 +266,14 @@ def _write_all(system: Perturbed, data: ImageData, stage: Path, info: dict, form
                opset: int, tolerance: tuple[float, bool]) -> dict[str, dict]:
     """Every requested file in stage, each checked (a failed check raises) and carded."""
     cards = {}
-    eager = Perturbed(_on_cpu(unwrap(system)), system.delta.cpu(), system.clamp)
+    eager = Perturbed(_on_cpu(unwrap(system)), system.vector.to("cpu"))
     # frozen: eval mode and frozen weights for export and check; each module's mode is restored
     # one by one afterwards, whatever the exporter does to the wrapper's mode
     with models.frozen(system), models.frozen(eager):
         x = _example(data)
         inner = unwrap(eager)
         inner = traceable(inner, x) if isinstance(inner, ModelAdapter) else inner
-        modules = {"baked": Perturbed(inner, eager.delta, eager.clamp),
+        modules = {"baked": Perturbed(inner, eager.vector),
                    "delta_input": DeltaInput(inner, eager.clamp)}
         for fmt in [f for f in FORMATS if f in formats]:
             for form in forms:
