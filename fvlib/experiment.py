@@ -84,10 +84,16 @@ def setup(profile: str | config.Profile = "smoke", data_root: str | None = None,
     are its test set, the real test set is dropped from it) with its own θ_o, for choices that
     the final test-set numbers must not see.
     """
+    if not isinstance(profile, (str, config.Profile)):
+        raise TypeError(f"fvlib.setup needs a profile name ({', '.join(config.PROFILE_NAMES)}) or a "
+                        f"config.Profile, got {type(profile).__name__} {profile!r}; e.g. fvlib.setup('smoke')")
     prof = config.get_profile(profile) if isinstance(profile, str) else profile
     if data_root:
         overrides["data_root"] = os.path.abspath(os.path.expanduser(data_root))
     prof = prof.replace(**overrides) if overrides else prof
+    if prof.data_root and prof.dataset == "digits":  # it would be ignored, yet recorded as used
+        raise ValueError(f"profile {prof.name!r} uses the embedded digits data and takes no data root "
+                         f"(got {prof.data_root}); drop it, or choose a CIFAR-10 / ImageNet-10 profile")
     data = config.load_data(prof)
     if development:
         data = data.holdout(prof.dev_holdout, prof.dev_seed)

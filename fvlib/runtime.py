@@ -10,11 +10,23 @@ import numpy as np
 import torch
 
 
+SUPPORTED_DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available else cpu; any other string is passed to torch.device."""
+    """'auto' -> cuda if available else cpu; 'cpu', 'cuda', 'cuda:N' as given; anything else (meta,
+    mps, ...: fvlib's code paths are CPU and CUDA only) is a ValueError naming the supported ones."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {name!r} is not supported ({err}); use {SUPPORTED_DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported: fvlib runs on {SUPPORTED_DEVICES} only")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
+    return device
 
 
 def seed_everything(seed: int) -> None:
