@@ -4,7 +4,7 @@ A split is images (N, H, W, 3) uint8 + labels (N,) int64 + class names. Three so
 `digits` (scikit-learn's bundled 8x8 digits, the embedded default), `cifar10` (torchvision, an
 image-folder tree or a .tar/.tar.xz archive) and `imagenet10` (an image-folder tree or archive with
 train/ and val/). Decoded arrays are cached in data/cache/ keyed by the source's fingerprint (an
-archive's sha256; a folder's file names, sizes and mtimes) and the decode settings. Decoding itself
+archive's sha256; a folder's file names, sizes, mtimes and ctimes) and the decode settings. Decoding itself
 (Pillow, process pool, archive streaming) lives in fvlib.decode.
 """
 from __future__ import annotations
@@ -279,9 +279,12 @@ def _resolve_source(name: str, root, download: bool) -> Path:
 
 
 def _source_fingerprint(source: Path) -> str:
-    """sha256 of an archive's bytes; for a folder, of every file's relative name, size and mtime.
+    """sha256 of an archive's bytes; for a folder, of every file's relative name, size, mtime, ctime.
 
-    mtime_ns catches an image edited in place at the same size, without reading every file.
+    mtime_ns catches an image edited in place at the same size, without reading every file; ctime_ns
+    (set by the kernel, never restored by cp -p, rsync -t or touch) catches one whose mtime was put
+    back. Hashing the bytes instead costs 4.1-4.4 s vs 2.6-3.0 s for the 60,000-image CIFAR-10
+    folder (2-core CPU, warm page cache, loaded machine), on every load.
     """
     if source.is_file():
         return file_sha256(source)
@@ -289,7 +292,7 @@ def _source_fingerprint(source: Path) -> str:
     for p in sorted(source.rglob("*")):
         if p.is_file():
             st = p.stat()
-            h.update(f"{p.relative_to(source)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            h.update(f"{p.relative_to(source)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode())
     return h.hexdigest()
 
 

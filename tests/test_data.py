@@ -432,3 +432,17 @@ def test_float_images_passed_for_uint8_ones_are_named(digits, original):
     from fvlib import metrics
     with pytest.raises(TypeError, match=r"uint8.*float32"):
         metrics.accuracy(original, digits.test_x.float() / 255, digits.test_y)
+
+
+def test_an_edit_whose_mtime_was_restored_is_decoded_again(digits, tmp_path):
+    """cp -p / rsync -t / touch -d put the old mtime back, but not the ctime (the kernel sets it)."""
+    folder = _tree(digits, tmp_path / "tree")
+    bmp = folder / "train" / "airplane" / "0000.jpg"  # BMP bytes: a fixed size whatever the pixels
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(bmp, format="BMP")
+    assert data.load("cifar10", root=folder).train_x[0].max() == 0
+    before = bmp.stat()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(bmp, format="BMP")
+    os.utime(bmp, ns=(before.st_atime_ns, before.st_mtime_ns))  # the edit's mtime put back
+    after = bmp.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert data.load("cifar10", root=folder).train_x[0].min() == 255
