@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from fvlib.config import PROFILE_NAMES, get_profile
 from fvlib.paths import ROOT
@@ -225,6 +226,26 @@ def check_profile(profile: str, data_root: str | None) -> None:
                          f"(got {data_root}); drop it, or choose a CIFAR-10 / ImageNet-10 profile.")
 
 
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[dict]:
+    """The environment the notebook kernels start with: on a machine without CUDA, the CPU pin of
+    fvlib.runtime.cpu_pin_env (1 thread, AVX2 kernels: numbers compare across machines) unless
+    FVLIB_CPU_PIN=0; this process's environment is restored afterwards. Yields what was set."""
+    import torch
+    from fvlib.runtime import cpu_pin_env
+    pin = {} if torch.cuda.is_available() or os.environ.get("FVLIB_CPU_PIN") == "0" else cpu_pin_env()
+    old = {k: os.environ.get(k) for k in pin}
+    os.environ.update(pin)
+    try:
+        yield pin
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int | None = 3600,
             only: Sequence[str] | None = None, folder: Path | None = None,
             out_dir: Path | None = None, kernel_name: str = "python3",
@@ -240,12 +261,17 @@ def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int |
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {**(extra or {}), "PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
     done = []
-    for nb in chosen:
-        start = time.perf_counter()
-        print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
-        _execute(nb, out_dir / nb.name, params, timeout, kernel_name)
-        done.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1)})
-        print(f"[fvlib.run] {nb.name} done in {done[-1]['seconds']} s", flush=True)
+    with kernel_environment() as pin:
+        if pin:
+            print(f"[fvlib.run] CPU run: kernels pinned to {pin['OMP_NUM_THREADS']} thread(s) and AVX2 "
+                  "kernels so numbers compare across machines (FVLIB_CPU_THREADS=N, FVLIB_CPU_PIN=0)",
+                  flush=True)
+        for nb in chosen:
+            start = time.perf_counter()
+            print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
+            _execute(nb, out_dir / nb.name, params, timeout, kernel_name)
+            done.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1)})
+            print(f"[fvlib.run] {nb.name} done in {done[-1]['seconds']} s", flush=True)
     return done
 
 

@@ -195,3 +195,22 @@ def test_a_data_root_for_the_embedded_digits_is_refused(project, capfd):
     assert _exit_code(["smoke", "mydata", "--only", "01"]) == 2
     assert "takes no DATA_ROOT" in capfd.readouterr().err
     assert not (project / "runs").exists()
+
+
+def test_cpu_kernels_are_pinned_and_the_runner_environment_restored(project, monkeypatch, capfd):
+    """Thread count and instruction set change CPU numbers: kernels start pinned (not on CUDA)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("FVLIB_CPU_PIN", raising=False)
+    monkeypatch.setenv("FVLIB_CPU_THREADS", "3")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    make_notebook(project / "nbs" / "05_env.ipynb", "import os\nkeys = ('OMP_NUM_THREADS', "
+                  "'ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'MKL_CBWR')\n"
+                  "raise ValueError(' '.join(os.environ.get(k, '-') for k in keys))")
+    assert run.main(["quick", "--only", "05"]) == 1
+    out = capfd.readouterr()
+    assert "ValueError: 3 avx2 AVX2 AVX2" in out.err and "pinned to 3 thread(s)" in out.out
+    assert "ATEN_CPU_CAPABILITY" not in os.environ  # only the kernels' environment
+    monkeypatch.setenv("FVLIB_CPU_PIN", "0")
+    assert run.main(["quick", "--only", "05"]) == 1
+    assert "ValueError: " in (err := capfd.readouterr().err) and " avx2 " not in err
