@@ -62,7 +62,11 @@ def _sweep(folder: Path) -> None:
         return
     _swept.add(folder)
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # unlistable (write-only) folder: nothing to sweep, the write itself may work
+        return
+    for entry in entries:
         try:
             if _TEMP.match(entry.name) and entry.is_file(follow_symlinks=False) \
                     and entry.stat(follow_symlinks=False).st_mtime < cutoff:
