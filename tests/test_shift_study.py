@@ -123,7 +123,9 @@ def test_shift_study_records_are_cached_and_resumed(ex, monkeypatch):
                         lambda *a, **k: calls.append("model") or real_model(*a, **k))
     again = shift_study.shift_study(ex, **kw)
     assert calls == []  # nothing recomputed, no model built
-    pd.testing.assert_frame_equal(first, again)
+    # MIA_loss is NaN on digits (the loss attack has no power); a record stores NaN as JSON null,
+    # which a resumed frame holds as None: compare it as the float column it is
+    pd.testing.assert_frame_equal(first.astype({"MIA_loss": float}), again.astype({"MIA_loss": float}))
 
     victim = first[(first["method"] == "ga") & (first["shift"] == "gn1")]["key"].item()
     records.path("shift", victim).unlink()

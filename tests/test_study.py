@@ -55,7 +55,9 @@ def test_mia_in_a_worker_pool_equals_inline(experiment):
         pooled = {**acc, **fut.result()}
     finally:
         pool.shutdown()
-    assert pooled == metrics.evaluate(system, experiment.data, split)
+    inline = metrics.evaluate(system, experiment.data, split)
+    assert pooled.keys() == inline.keys()  # equal, NaN included (MIA_loss of an attack without power)
+    assert all(pooled[k] == inline[k] or (pooled[k] != pooled[k] and inline[k] != inline[k]) for k in inline)
 
 
 def test_tables(experiment):
