@@ -1,20 +1,24 @@
 """Content-addressed on-disk cache with atomic writes: models, vectors, arrays and records."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from fvlib import __version__
-from fvlib.paths import NotWritableError, cache_dir, ensure_writable  # noqa: F401 (re-exported)
+from fvlib.paths import NotWritableError, cache_dir, ensure_writable, not_writable_error  # noqa: F401
 from fvlib.provenance import to_jsonable
 
 
@@ -33,6 +37,17 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# A killed write leaves its temp file. Every fvlib writer writes its temp in one go and renames it
+# at once, so a temp untouched for this long has no live writer and is removed (see _sweep).
+STALE_TEMP_SECONDS = 15 * 60
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$|^\.fvlib-write-test-")
+_swept: set[Path] = set()
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exhausted) where fvlib writes; names the file and the fix."""
+
+
 def _new_temp(folder: Path, name: str) -> tuple[Path, int]:
     """Create an empty temp file in folder -> (path, its mode: 0666 & ~umask, unlike mkstemp's 0600)."""
     tmp = folder / f".{name}.{secrets.token_hex(8)}.tmp"
@@ -40,17 +55,65 @@ def _new_temp(folder: Path, name: str) -> tuple[Path, int]:
     return tmp, stat.S_IMODE(tmp.stat().st_mode)
 
 
+def _sweep(folder: Path) -> None:
+    """Remove stale temp files of killed writes in folder: fvlib's own names only (.<name>.<16 hex>.tmp,
+    .fvlib-write-test-*), untouched for STALE_TEMP_SECONDS; once per folder and process."""
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # unlistable (write-only) folder: nothing to sweep, the write itself may work
+        return
+    for entry in entries:
+        try:
+            if _TEMP.match(entry.name) and entry.is_file(follow_symlinks=False) \
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            pass
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An out-of-space error: OSError ENOSPC / EDQUOT, or safetensors' wrapper of one."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(err)
+    return isinstance(err, SafetensorError) and ("No space left" in text or "os error 28" in text
+                                                 or "StorageFull" in text or "code: 28" in text)
+
+
+def _full(path: Path) -> DiskFullError:
+    """The one clear error of a full disk while writing path."""
+    return DiskFullError(errno.ENOSPC, f"no space left on the device holding {path} while writing it "
+                         "(nothing was written; the old file, if any, is intact); free space there, or set "
+                         "FVLIB_CACHE / FVLIB_FIGURES to a folder on a disk with room, and run again")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temp file in the same folder, then rename over path (never half-written)."""
+    """Call write(tmp) on a temp file in the same folder, then rename over path (never half-written).
+
+    Clear errors for a path that is a folder and for a full disk; stale temps of killed writes in
+    the folder are removed first (_sweep)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, mode = _new_temp(path.parent, path.name)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; remove it or give "
+                                "a file path inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep(path.parent)
+        tmp, mode = _new_temp(path.parent, path.name)
+    except OSError as err:  # a read-only folder: name it, not the temp file
+        raise (_full(path) if _disk_full(err) else not_writable_error(path.parent, err)) from err
     try:
         write(tmp)
         os.chmod(tmp, mode)  # some writers (safetensors) replace tmp with their own 0600 file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if _disk_full(err):
+            raise _full(path) from err
         raise
 
 
@@ -67,14 +130,19 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None
     atomic_write(path, lambda p: save_file(flat, str(p), metadata=header))
 
 
+def _denied(path: Path) -> PermissionError:
+    """The one clear error of a cache file fvlib may not read."""
+    return PermissionError(errno.EACCES, f"permission denied reading {path}; fix its permissions or "
+                           "ownership (chmod/chown), or run as its owner")
+
+
 def _check_readable(path: Path) -> None:
     """Open path ourselves: safetensors reports unreadable files as 'No such file or directory'."""
     try:
         with open(path, "rb") as f:
             f.read(1)
     except PermissionError as err:
-        raise PermissionError(f"permission denied reading {path}; fix its permissions or "
-                              "ownership (chmod/chown), or run as its owner") from err
+        raise _denied(path) from err
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -97,11 +165,14 @@ def _unusable(path: Path, reason: str) -> None:
 
 
 def read_json(path: Path, required: Sequence[str] = ()) -> dict | None:
-    """The JSON object at path, or None if missing (silently) or unusable (with a warning)."""
+    """The JSON object at path, or None if missing (silently) or unusable (with a warning);
+    PermissionError naming the file when it cannot be read."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError as err:  # not damage: recomputing could not replace it either
+        raise _denied(Path(path)) from err
     if not data.strip():
         return _unusable(path, "empty file")
     try:

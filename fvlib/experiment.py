@@ -96,18 +96,21 @@ def setup(profile: str | config.Profile = "smoke", data_root: str | None = None,
     training images is its test set, the real test set is dropped) with its own θ_o, for choices
     that the final test-set numbers must not see.
     """
-    prof = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
+    if not isinstance(profile, (str, config.Profile)):
+        raise TypeError(f"fvlib.setup needs a profile name ({', '.join(config.PROFILE_NAMES)}) or a "
+                        f"config.Profile, got {type(profile).__name__} {profile!r}; e.g. fvlib.setup('smoke')")
+    prof = config.get_profile(profile) if isinstance(profile, str) else profile
     root = resolve_data_root(data_root)
     if root is not None:
-        if prof.dataset == "digits":
-            raise ValueError(f"profile {prof.name!r} uses the embedded digits data, which has no data root; "
-                             f"drop data_root={data_root!r} or pick a profile of a dataset on disk")
         overrides["data_root"] = root
     if trials:
         overrides["trials"] = trials
     if sizes:
         overrides["studies"] = {**prof.studies, **{k: {**prof.studies.get(k, {}), **v} for k, v in sizes.items()}}
     prof = prof.replace(**overrides) if overrides else prof
+    if prof.data_root and prof.dataset == "digits":  # it would be ignored, yet recorded as used
+        raise ValueError(f"profile {prof.name!r} uses the embedded digits data and takes no data root "
+                         f"(got {prof.data_root}); drop it, or choose a CIFAR-10 / ImageNet-10 profile")
     data = config.load_data(prof)
     if development:
         dev = prof.sizes("development", Development)

@@ -14,7 +14,7 @@ class NotWritableError(OSError):
 
 
 def _not_writable(folder: Path, err: OSError, env: str | None) -> NotWritableError:
-    """The error for an unusable folder, saying how to fix it."""
+    """The error for an unusable folder, saying how to fix it (env: the variable that moves it)."""
     where = f"set {env} to a writable folder" if env else "choose a writable folder"
     return NotWritableError(f"cannot write to {folder} ({type(err).__name__}: {err.strerror or err}); "
                             f"fix its permissions/ownership or {where}")
@@ -38,16 +38,41 @@ def _env_for(folder: Path) -> str | None:
     return None
 
 
-def ensure_writable(folder: Path, env: str | None = None) -> Path:
-    """Create folder and prove a file can be written there; raise NotWritableError if not."""
-    env = env or _env_for(Path(folder))
-    folder = _make(Path(folder), env)
-    # A real write is the only reliable test (ACLs, read-only mounts, root-squashed NFS).
+def _probe(folder: Path, env: str | None) -> None:
+    """Prove a file can be written in folder (a real write: ACLs, read-only mounts, root-squashed NFS)."""
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".fvlib-write-test-"):
             pass
     except OSError as err:
         raise _not_writable(folder, err, env) from err
+
+
+def _subfolders(folder: Path, depth: int) -> list[Path]:
+    """Existing folders below folder, down to depth levels (links not followed)."""
+    if depth < 1:
+        return []
+    try:
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []  # an unlistable folder fails its own probe
+    return [q for p in sorted(subs) for q in (p, *_subfolders(p, depth - 1))]
+
+
+def not_writable_error(folder: Path, err: OSError) -> NotWritableError:
+    """NotWritableError for folder, naming FVLIB_CACHE / FVLIB_FIGURES when they move it."""
+    return _not_writable(Path(folder), err, _env_for(Path(folder)))
+
+
+def ensure_writable(folder: Path, env: str | None = None, depth: int = 2) -> Path:
+    """Create folder and prove a file can be written there and in its existing subfolders down to
+    depth levels (the cache's records/<kind>/, vectors/, manifests/); raise NotWritableError if not.
+
+    Callers check before a long compute, so a read-only subfolder fails here and not at the write.
+    """
+    env = env or _env_for(Path(folder))
+    folder = _make(Path(folder), env)
+    for sub in (folder, *_subfolders(folder, depth)):
+        _probe(sub, env)
     return folder
 
 

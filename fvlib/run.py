@@ -4,17 +4,26 @@ Usage: python -m fvlib.run [PROFILE] [DATA_ROOT] [--only 00 02] [--timeout SECON
 (the Makefile's `make run` calls this). `-p` sets a notebook parameter (a Python literal, else a
 string) in every chosen notebook that declares it. A failing notebook stops the run with one line naming the
 notebook and the cell; the executed copy in runs/<profile>/ holds the full traceback.
+
+Checked before any kernel starts: every -p value against the type its notebooks declare (int,
+float, bool, str, list; ints >= 0 unless the parameter's comment names a negative value, as
+PGD_MAX_EVAL's "-1: all"; a list parameter also takes one bare item: SCENARIOS=classwise means
+["classwise"]); no DATA_ROOT for the smoke profile (embedded digits); and with the environment
+variable CI set, any profile but smoke is refused, since every notebook's setup cell then runs smoke.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from fvlib.config import PROFILE_NAMES
+from fvlib.config import PROFILE_NAMES, get_profile
 from fvlib.paths import ROOT, resolve_data_root
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -96,14 +105,135 @@ def parse_param(text: str) -> tuple[str, object]:
         return name, value
 
 
-def check_params(extra: dict, chosen: Sequence[Path]) -> None:
-    """Raise ValueError for a parameter that no chosen notebook declares (a typo would be ignored)."""
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
+
+
+def _example(name: str, decl: dict) -> str:
+    """'-p NAME=<the notebook's default>', quoted for the shell when needed."""
+    text = f"{name}={decl.get('default', '')}"
+    return f"-p '{text}'" if re.search(r"[\s\"'\[\]{}()]", text) else f"-p {text}"
+
+
+def _bad_value(name: str, value: object, decl: dict, why: str) -> ValueError:
+    """One error naming the parameter, its declared type and help, the value and an example."""
+    shown = ("an empty value" if value == "" else f"the string {value!r}" if isinstance(value, str)
+             else f"{type(value).__name__} {value!r}")
+    return ValueError(f"-p {name}: {why}, got {shown} (the notebook declares {name}: "
+                      f"{decl.get('inferred_type_name')} = {decl.get('default')}  # {decl.get('help', '')}); "
+                      f"e.g. {_example(name, decl)}")
+
+
+def _check_int(name: str, value: object, decl: dict) -> int:
+    """An int (not a bool), >= 0 unless the parameter's comment names the negative value ('-1: all')."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad_value(name, value, decl, f"{name} is declared int")
+    allowed = {int(v) for v in re.findall(r"(?<![\w.])(-\d+)\s*:", decl.get("help") or "")}
+    if value < 0 and value not in allowed:
+        also = f" or one of {', '.join(map(str, sorted(allowed)))}" if allowed else ""
+        raise _bad_value(name, value, decl, f"{name} must be >= 0{also} (a count, seed or size)")
+    return value
+
+
+def _check_list(name: str, value: object, decl: dict) -> list:
+    """A list whose items have the type of the default's items; one bare item becomes [item]."""
+    try:
+        default = ast.literal_eval(decl.get("default") or "[]")
+    except (ValueError, SyntaxError):
+        default = []
+    kinds = {type(v) for v in default} if isinstance(default, list) else set()
+    item = kinds.pop() if len(kinds) == 1 else None
+    if not isinstance(value, list):
+        if item is not None and type(value) is item and value != "":
+            return [value]
+        raise _bad_value(name, value, decl, f"{name} is declared list")
+    if item is not None and any(type(v) is not item for v in value):
+        raise _bad_value(name, value, decl, f"{name} is declared list (of {item.__name__})")
+    return value
+
+
+def check_value(name: str, value: object, decl: dict) -> object:
+    """value checked (and converted: int -> float, bare item -> [item]) against the notebook's
+    declaration decl (papermill's inspect_notebook entry); ValueError saying what and how to fix."""
+    kind = (decl.get("inferred_type_name") or "").split("[")[0].strip()
+    if kind not in _TYPES:  # unannotated or an exotic annotation: passed as is
+        return value
+    if kind == "int":
+        return _check_int(name, value, decl)
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _bad_value(name, value, decl, f"{name} is declared float")
+    if kind == "list":
+        return _check_list(name, value, decl)
+    if not isinstance(value, _TYPES[kind]):
+        raise _bad_value(name, value, decl, f"{name} is declared {kind}")
+    return value
+
+
+def check_params(extra: dict, chosen: Sequence[Path]) -> dict:
+    """extra checked against every chosen notebook that declares each name -> the checked values.
+
+    ValueError for a name no chosen notebook declares (a typo would be ignored) or a value that
+    does not fit its declared type."""
     import papermill as pm
-    declared = set().union(*(pm.inspect_notebook(str(nb)) for nb in chosen))
+    decls = [pm.inspect_notebook(str(nb)) for nb in chosen]
+    declared = set().union(*decls)
     unknown = sorted(set(extra) - declared)
     if unknown:
         raise ValueError(f"no chosen notebook declares {', '.join(unknown)}; declared: "
                          + ", ".join(sorted(declared)))
+    out = dict(extra)
+    for decl in decls:
+        for name in set(extra) & set(decl):
+            out[name] = check_value(name, out[name], decl[name])
+    return out
+
+
+def _raw_params(texts: Sequence[str], chosen: Sequence[Path]) -> dict:
+    """-p NAME=VALUE texts -> checked values; a str parameter takes VALUE as typed (`-p S=3` is '3')."""
+    import papermill as pm
+    str_params = {n for nb in chosen for n, d in pm.inspect_notebook(str(nb)).items()
+                  if d.get("inferred_type_name") == "str"}
+    extra = {}
+    for text in texts:
+        name, value = parse_param(text)
+        raw = text.partition("=")[2]
+        extra[name] = raw if name in str_params and not isinstance(value, str) else value
+    return extra
+
+
+def check_profile(profile: str, data_root: str | None) -> None:
+    """Refuse what the notebooks would not run as asked: any profile but smoke under CI (their setup
+    cell swaps in smoke), and a data root for the embedded digits (it would be ignored)."""
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
+    if os.environ.get("CI") and profile != "smoke":
+        raise ValueError(f"CI is set, so every notebook's setup cell runs the smoke profile, not "
+                         f"{profile!r}: the run would write smoke numbers under runs/{profile}/. Unset CI "
+                         f"to run {profile!r} (env -u CI python -m fvlib.run {profile}), or run smoke.")
+    if data_root and get_profile(profile).dataset == "digits":
+        raise ValueError(f"profile {profile!r} uses the embedded digits data and takes no DATA_ROOT "
+                         f"(got {data_root}); drop it, or choose a CIFAR-10 / ImageNet-10 profile.")
+
+
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[dict]:
+    """The environment the notebook kernels start with: on a machine without CUDA, the CPU pin of
+    fvlib.runtime.cpu_pin_env (1 thread, AVX2 kernels: numbers compare across machines) unless
+    FVLIB_CPU_PIN=0; this process's environment is restored afterwards. Yields what was set."""
+    import torch
+    from fvlib.runtime import cpu_pin_env
+    pin = {} if torch.cuda.is_available() or os.environ.get("FVLIB_CPU_PIN") == "0" else cpu_pin_env()
+    old = {k: os.environ.get(k) for k in pin}
+    os.environ.update(pin)
+    try:
+        yield pin
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int | None = 3600,
@@ -113,22 +243,25 @@ def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int |
     """Execute the notebooks in order into out_dir (runs/<profile>/); returns their timings.
 
     extra: notebook parameters beyond PROFILE / DATA_ROOT, each passed to the notebooks declaring it."""
-    if profile not in PROFILE_NAMES:  # check everything before the first kernel starts
-        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
+    check_profile(profile, data_root)  # check everything before the first kernel starts
     data_root = resolve_data_root(data_root)
     chosen = select(only, folder)
-    if extra:
-        check_params(extra, chosen)
+    extra = check_params(extra, chosen) if extra else {}
     out_dir = out_dir or RUNS / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {**(extra or {}), "PROFILE": profile, "DATA_ROOT": data_root or "", "INTERACTIVE": False}
     done = []
-    for nb in chosen:
-        start = time.perf_counter()
-        print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
-        _execute(nb, out_dir / nb.name, params, timeout, kernel_name)
-        done.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1)})
-        print(f"[fvlib.run] {nb.name} done in {done[-1]['seconds']} s", flush=True)
+    with kernel_environment() as pin:
+        if pin:
+            print(f"[fvlib.run] CPU run: kernels pinned to {pin['OMP_NUM_THREADS']} thread(s) and AVX2 "
+                  "kernels so numbers compare across machines (FVLIB_CPU_THREADS=N, FVLIB_CPU_PIN=0)",
+                  flush=True)
+        for nb in chosen:
+            start = time.perf_counter()
+            print(f"[fvlib.run] {nb.name} (profile={profile})", flush=True)
+            _execute(nb, out_dir / nb.name, params, timeout, kernel_name)
+            done.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1)})
+            print(f"[fvlib.run] {nb.name} done in {done[-1]['seconds']} s", flush=True)
     return done
 
 
@@ -147,7 +280,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
                    help="limit per notebook cell (default 3600; 0 = no limit)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="a notebook parameter (Python literal or string), e.g. -p DEV_TRIALS=3; repeatable")
+                   help="a notebook parameter (Python literal or string), checked against the type the "
+                        "notebook declares; e.g. -p DEV_TRIALS=3, -p SCENARIOS=classwise; repeatable")
+    p.epilog = ("With CI set in the environment only the smoke profile runs (every notebook's setup "
+                "cell swaps in smoke under CI); unset CI to run another profile.")
     return p
 
 
@@ -159,12 +295,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("DATA_ROOT given twice (argument and --data-root) with different values")
     try:
         args.data_root = resolve_data_root(args.data_root_flag or args.data_root)
+        check_profile(args.profile, args.data_root)
         chosen = select(args.only)
-        args.extra = dict(parse_param(t) for t in args.param)
+        args.extra = _raw_params(args.param, chosen)
         if {"PROFILE", "DATA_ROOT"} & set(args.extra):
             raise ValueError("set PROFILE and DATA_ROOT as arguments, not with -p")
         if args.extra:
-            check_params(args.extra, chosen)
+            args.extra = check_params(args.extra, chosen)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     return args

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from typing import Iterator
@@ -10,11 +11,40 @@ import numpy as np
 import torch
 
 
+# CPU numerics depend on the intra-op thread count and on the instruction set of the kernels
+# (measured on one machine, smoke θ_o: 1, 2, 3 and 4 threads give four different models, and so do
+# AVX2 and AVX-512 kernels at 2 threads; deterministic algorithms change nothing on a CPU). A new
+# process started with this environment runs 1 thread and the AVX2 kernels of ATen, oneDNN and MKL
+# (MKL_CBWR: its conditional numerical reproducibility mode), so CPU runs of one torch version
+# compare across x86-64 machines with AVX2. FVLIB_CPU_THREADS changes the thread count.
+CPU_PIN_THREADS = 1
+
+
+def cpu_pin_env() -> dict[str, str]:
+    """Environment variables that pin a NEW process's CPU numerics (threads and AVX2 kernels); they
+    act only when set before torch starts, so fvlib.run gives them to the notebook kernels."""
+    n = os.environ.get("FVLIB_CPU_THREADS") or str(CPU_PIN_THREADS)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+SUPPORTED_DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available else cpu; any other string is passed to torch.device."""
+    """'auto' -> cuda if available else cpu; 'cpu', 'cuda', 'cuda:N' as given; anything else (meta,
+    mps, ...: fvlib's code paths are CPU and CUDA only) is a ValueError naming the supported ones."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {name!r} is not supported ({err}); use {SUPPORTED_DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported: fvlib runs on {SUPPORTED_DEVICES} only")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +82,8 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels)")
 
 
 @contextlib.contextmanager

@@ -77,14 +77,36 @@ class Split:
                 "test_forget": idx(self.test_forget)}
 
 
-def classwise(data: ImageData, k: int) -> Split:
-    """D_f = every training image of class k; TA set = test images not of class k (P2.1)."""
+def _need_data(data: object) -> ImageData:
+    """data itself, or a TypeError saying that an ImageData is expected (not a shape or a tensor)."""
+    if not isinstance(data, ImageData):
+        raise TypeError(f"splits are built from an ImageData (e.g. ex.data or data.load('digits')), got "
+                        f"{type(data).__name__} {data!r:.60}")
+    return data
+
+
+def class_index(data: ImageData, c: object) -> int:
+    """A class as its index: an int (numpy ints too) as is, or a class name of data.classes."""
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+        return int(c)
+    if isinstance(c, str) and c in data.classes:
+        return data.classes.index(c)
+    names = ", ".join(repr(n) for n in data.classes)
+    raise TypeError(f"a class is a class index (int) or name of {data.name}, got {type(c).__name__} {c!r}; "
+                    f"classes: {names}")
+
+
+def classwise(data: ImageData, k: int | str) -> Split:
+    """D_f = every training image of class k (an index, or a name of data.classes); TA set = test
+    images not of class k (P2.1)."""
+    k = class_index(_need_data(data), k)
     return forget_classes(data, [k], scenario="classwise", trial=k)
 
 
-def forget_classes(data: ImageData, classes: Sequence[int], scenario: str = "classes",
+def forget_classes(data: ImageData, classes: Sequence[int | str], scenario: str = "classes",
                    trial: int = 0) -> Split:
-    """D_f = every training image of the given classes (multi-class / compositional forgetting)."""
+    """D_f = every training image of the given classes (indices or names; multi-class forgetting)."""
+    classes = [class_index(_need_data(data), c) for c in classes]
     bad = [c for c in classes if not 0 <= c < data.num_classes]
     if bad:
         raise SplitError(f"classes {bad} out of range; {data.name} has classes 0..{data.num_classes - 1}")
@@ -97,6 +119,7 @@ def forget_classes(data: ImageData, classes: Sequence[int], scenario: str = "cla
 
 def random(data: ImageData, seed: int, percent: float = 10.0) -> Split:
     """D_f = percent % of the training set drawn without replacement with RandomState(seed) (P2.2)."""
+    _need_data(data)
     if not 0 < percent < 100:
         raise SplitError(f"percent must be in (0, 100), got {percent}")
     n = len(data.train_y)

@@ -46,14 +46,15 @@ def make_optimizer(params, cfg) -> torch.optim.SGD:
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     """Per-step LambdaLR: multistep (epochs) or one-cycle (linear warmup, linear decay to 0)."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warm = max(1, int(cfg.warmup_frac * total))
+    # one step: no warm-up (it would be taken at lr 0); the decay never divides by zero
+    warm = max(1, int(cfg.warmup_frac * total)) if total > 1 else 0
 
     def factor(step: int) -> float:
         if cfg.schedule == "multistep":
             epoch = step // steps_per_epoch
             return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
         if cfg.schedule == "onecycle":
-            return step / warm if step < warm else max(0.0, (total - step) / (total - warm))
+            return step / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
         raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: multistep, onecycle")
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 

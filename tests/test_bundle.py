@@ -153,3 +153,36 @@ def test_check_flags_weights_and_size(tmp_path):
     (tmp_path / "fig" / "m.safetensors").write_bytes(b"0" * 2048)
     problems = bundle.check([str(tmp_path / "fig")], 1024 / bundle.MIB)
     assert len(problems) == 2 and "weights" in problems[0] and "cap" in problems[1]
+
+
+def test_a_wrong_sha256_for_a_later_file_changes_nothing_in_the_target(tree, tmp_path):
+    """Every file is verified before any is moved into place: the target stays exactly as it was."""
+    src, files = tree
+    out = tmp_path / "out"
+    sel = bundle.select(["figures/p", "runs/p"], src)
+    bundle.pack(sel, src, out, "res")
+    doc = json.loads((out / "res.json").read_text())
+    doc["files"][1]["sha256"] = "0" * 64  # parts and stream intact, one file's hash wrong
+    (out / "res.json").write_text(json.dumps(doc))
+    dest = tmp_path / "dest"
+    for rel in sel:  # older copies of the same files already in the target
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(b"old " + rel.encode())
+    before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    with pytest.raises(bundle.BundleError, match=f"{doc['files'][1]['path']}: sha256 mismatch"):
+        bundle.unpack(sorted(out.glob("res.part*")), dest)
+    after = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert after == before  # nothing overwritten, no temp files or staging folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "out", "src"]
+
+
+def test_a_target_that_is_a_folder_is_named_and_nothing_moved(tree, tmp_path):
+    src, _ = tree
+    out = tmp_path / "out"
+    sel = bundle.select(["figures/p"], src)
+    bundle.pack(sel, src, out, "res")
+    dest = tmp_path / "dest"
+    (dest / sel[-1]).mkdir(parents=True)  # the last file's path is taken by a folder
+    with pytest.raises(bundle.BundleError, match="is a folder"):
+        bundle.unpack(sorted(out.glob("res.part*")), dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["figures", "figures/p", sel[-1]]

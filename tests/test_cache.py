@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
 import shutil
 import stat
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -195,3 +197,92 @@ def test_read_json_warns_and_returns_none_for_an_unusable_record(tmp_path, text,
         assert read_json(path, required=("a", "b")) is None
     assert str(path) in str(record[0].message)
     assert record[0].filename == __file__  # points at the caller, not at fvlib.cache
+
+
+def test_a_read_only_subfolder_of_the_cache_fails_before_computing(shared_dir, monkeypatch):
+    """records/<kind>/ read-only in a writable cache: NotWritableError naming it, before compute()
+    (records.grid and the vector cache call ensure_writable(cache_dir()) before they compute)."""
+    cache = shared_dir / "cache"
+    (cache / "records" / "study").mkdir(parents=True)
+    for folder in (cache, cache / "records"):
+        folder.chmod(0o777)
+    (cache / "records" / "study").chmod(0o555)
+    monkeypatch.setenv("FVLIB_CACHE", str(cache))
+    with pytest.raises(NotWritableError, match="FVLIB_CACHE") as info:
+        unprivileged(lambda: ensure_writable(cache))
+    assert str(cache / "records" / "study") in str(info.value)
+
+    def compute():
+        raise AssertionError("compute() ran although its cache could not be written")
+    with pytest.raises(NotWritableError, match="records/study"):
+        unprivileged(lambda: cached_tensors("model-x", "k1", compute))
+
+
+def test_an_unreadable_record_is_one_clear_error(shared_dir):
+    path = shared_dir / "r.json"
+    write_json(path, {"a": 1})
+    path.chmod(0)
+    with pytest.raises(PermissionError) as info:
+        unprivileged(lambda: read_json(path, required=("a",)))
+    msg = str(info.value)
+    assert str(path) in msg and "permission denied" in msg and "chmod/chown" in msg
+
+
+def _disk_full(_path: Path) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+    from fvlib import cache
+    with pytest.raises(cache.DiskFullError) as info:
+        atomic_write(tmp_path / "r.json", _disk_full)
+    assert str(tmp_path / "r.json") in str(info.value) and "free space" in str(info.value)
+    assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
+
+    def safetensors_full(*_args, **_kw):  # how safetensors reports ENOSPC: its own error type
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+    monkeypatch.setattr(cache, "save_file", safetensors_full)
+    with pytest.raises(cache.DiskFullError, match="FVLIB_CACHE") as info:
+        save_tensors(tmp_path / "m.safetensors", _tensors())
+    assert str(tmp_path / "m.safetensors") in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_on_the_next_write(tmp_path):
+    old = time.time() - 2 * cache_module().STALE_TEMP_SECONDS
+    stale = [tmp_path / ".r.json.0123456789abcdef.tmp", tmp_path / ".fvlib-write-test-abc123"]
+    fresh = tmp_path / ".s.json.fedcba9876543210.tmp"  # a write in progress elsewhere: kept
+    other = [tmp_path / ".hidden", tmp_path / "notes.tmp", tmp_path / ".x.0123.tmp"]
+    for p in stale + [fresh] + other:
+        p.write_text("x")
+    for p in stale + other:
+        os.utime(p, (old, old))
+    write_json(tmp_path / "new.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [fresh.name, "new.json"] + [p.name for p in other])
+
+
+def test_saving_onto_a_folder_names_the_folder_not_a_temp_file(tmp_path):
+    target = tmp_path / "m.safetensors"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        save_tensors(target, _tensors())
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def cache_module():
+    from fvlib import cache
+    return cache
+
+
+def test_writing_into_a_read_only_folder_names_the_folder(shared_dir, monkeypatch):
+    monkeypatch.setenv("FVLIB_CACHE", str(shared_dir))
+    folder = shared_dir / "manifests"
+    folder.mkdir(mode=0o555)
+    folder.chmod(0o555)
+    with pytest.raises(NotWritableError, match="set FVLIB_CACHE") as info:
+        unprivileged(lambda: write_json(folder / "m.json", {"a": 1}))
+    assert str(folder) in str(info.value) and ".tmp" not in str(info.value)

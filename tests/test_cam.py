@@ -137,7 +137,9 @@ def test_targets_and_batching(original, batch):
     base = cam.gradcam(original, x, "small_cnn")
     other = (predict(original, x) + 5) % 10
     assert cam.saliency_change(cam.gradcam(original, x, "small_cnn", targets=other), base).mean() > 1e-3
-    assert torch.allclose(cam.gradcam(original, x, "small_cnn", batch_size=4), base, atol=1e-5)
+    # batches of 4 + 2 vs one of 6: CPU kernels may differ in the last bits by batch size, and the
+    # min-max scaling can enlarge that; a batching bug (maps of other images) would be O(1)
+    assert torch.allclose(cam.gradcam(original, x, "small_cnn", batch_size=4), base, atol=1e-3)
 
 
 def test_saliency_change():
@@ -175,10 +177,15 @@ def test_panel_figure_and_numbers(original, batch, digits, vector):
     assert orig["correct"] == [p == t for p, t in zip(orig["predictions"], y.tolist())]
     assert orig["mean_saliency_change"] == pytest.approx(0, abs=1e-6)
     assert fv["mean_saliency_change"] > 1e-3 and len(fv["saliency_change"]) == 3
-    # the FV cell shows the map over x + δ (what θ_o sees), the Original cell over x
+    # the FV cell shows the map over x + δ (what θ_o sees), the Original cell over x. Maps are
+    # recomputed for the same batch of 3 as the panel's (like with like: kernels differ by batch
+    # size); the overlay is uint8 / 255, and one rounding step of the CAM's colour index moves a
+    # blended jet colour by up to 2/255, so that is the tolerance. θ_o's own map must not pass.
     seen = shown(fv_system, to_float(x)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    expected = cam.overlay(seen[0], cam.gradcam(fv_system, x[:1], "small_cnn")[0], 64)
-    assert np.allclose(np.asarray(fig.axes[1].images[0].get_array()), expected, atol=1e-6)
+    shown_cell = np.asarray(fig.axes[1].images[0].get_array())
+    fv_map, orig_map = cam.gradcam(fv_system, x, "small_cnn")[0], cam.gradcam(original, x, "small_cnn")[0]
+    assert np.allclose(shown_cell, cam.overlay(seen[0], fv_map, 64), atol=2 / 255 + 1e-6)
+    assert not np.allclose(shown_cell, cam.overlay(seen[0], orig_map, 64), atol=2 / 255 + 1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing ✓/✗ glyph would warn
         fig.savefig(io.BytesIO(), format="png")

@@ -383,3 +383,66 @@ def test_holdout_is_a_seeded_development_split(digits):
     for bad in (0, len(digits.train_y)):
         with pytest.raises(ValueError, match="dev_holdout"):
             digits.holdout(bad)
+
+
+# ----------------------------------------------------------------------------- bad inputs (issue 21)
+
+def test_a_fractional_holdout_is_one_clear_error(digits):
+    with pytest.raises(TypeError, match=r"whole number of images.*300.5.*dev_holdout"):
+        digits.holdout(300.5)
+
+
+def test_load_expands_the_home_folder(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _tree(digits, tmp_path / "tree")
+    loaded = data.load("cifar10", root="~/tree")
+    assert loaded.classes == CLASSES and len(loaded.train_y) == 12
+
+
+def test_an_empty_class_folder_is_called_empty_not_missing(digits, tmp_path):
+    folder = _tree(digits, tmp_path / "tree")
+    for f in (folder / "train" / "cat").iterdir():
+        f.unlink()
+    with pytest.raises(data.LayoutError, match=r"train/cat.* is empty"):
+        data.load("cifar10", root=folder)
+
+
+def test_a_root_for_the_embedded_digits_is_refused(tmp_path):
+    with pytest.raises(data.DataError, match="embedded.*no root"):
+        data.load("digits", root=tmp_path)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("train_x", lambda d: d.train_x.float(), "train_x must be uint8"),
+    ("test_x", lambda d: torch.full(d.test_x.shape, float("nan")), "test_x must be uint8"),
+    ("train_x", lambda d: d.train_x.permute(0, 3, 1, 2).contiguous(), r"\(N, H, W, 3\)"),
+    ("train_y", lambda d: torch.where(torch.arange(len(d.train_y)) == 7, 10, d.train_y), r"train label 10.*index 7.*0\.\.9"),
+    ("test_y", lambda d: torch.where(torch.arange(len(d.test_y)) == 3, -1, d.test_y), r"test label -1.*index 3"),
+    ("train_y", lambda d: d.train_y.float(), "train_y must be int64"),
+])
+def test_bad_images_or_labels_are_refused_where_data_enters(digits, field, value, says):
+    """Float/NaN pixels or out-of-range labels: one clear error at ImageData, not a metric blaming
+    the weights or δ, a label scored as a miss, or a raw index error in the solver or trainer."""
+    import dataclasses
+    with pytest.raises(data.DataError, match=says):
+        dataclasses.replace(digits, **{field: value(digits)})
+
+
+def test_float_images_passed_for_uint8_ones_are_named(digits, original):
+    from fvlib import metrics
+    with pytest.raises(TypeError, match=r"uint8.*float32"):
+        metrics.accuracy(original, digits.test_x.float() / 255, digits.test_y)
+
+
+def test_an_edit_whose_mtime_was_restored_is_decoded_again(digits, tmp_path):
+    """cp -p / rsync -t / touch -d put the old mtime back, but not the ctime (the kernel sets it)."""
+    folder = _tree(digits, tmp_path / "tree")
+    bmp = folder / "train" / "airplane" / "0000.jpg"  # BMP bytes: a fixed size whatever the pixels
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(bmp, format="BMP")
+    assert data.load("cifar10", root=folder).train_x[0].max() == 0
+    before = bmp.stat()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(bmp, format="BMP")
+    os.utime(bmp, ns=(before.st_atime_ns, before.st_mtime_ns))  # the edit's mtime put back
+    after = bmp.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert data.load("cifar10", root=folder).train_x[0].min() == 255

@@ -96,9 +96,15 @@ def test_solved_vector_forgets_and_keeps_utility(digits, original, single):
 
 
 def test_batched_vectors_equal_separate_solves(digits, original, many, single):
-    """K problems share batches but not gradients: the batched δ_3 is the separately solved δ_3."""
-    assert torch.allclose(many[2].delta, single.delta, atol=1e-4), (many[2].delta - single.delta).abs().max()
-    assert not torch.allclose(many[0].delta, many[2].delta, atol=1e-2)
+    """K problems share batches but not gradients: the batched δ_3 is the separately solved δ_3.
+
+    A (K·B)-image forward runs other CPU kernels than a B-image one, and SGD carries their last-bit
+    differences through the epochs: compare relative ℓ2 distances. A gradient leaking between
+    problems moves δ by O(1) (δ_1 vs δ_3 here: about 1.3)."""
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+    assert rel(many[2].delta, single.delta) < 1e-3, rel(many[2].delta, single.delta)
+    assert rel(many[0].delta, many[2].delta) > 0.1
     assert many[2].meta["forget"]["trial"] == 3 and many[0].meta["forget"]["hash"] != many[1].meta["forget"]["hash"]
     assert many[0].meta["solved_together"] == 3 and single.meta["solved_together"] == 1
 
@@ -264,14 +270,19 @@ def test_radius_bounds_every_vector(digits, original, many, ball):
 def test_unaugmented_distillation_targets(digits, original):
     x = digits.train_x[:5]
     from fvlib.data import to_float
-    assert torch.allclose(solve.unaugmented_logits(original, digits)[:5], original(to_float(x)), atol=1e-5)
+    # a 1024-image batch vs 5 images: other kernels, last-bit differences; a wrong image, order or an
+    # augmented view would move logits by O(1)
+    with torch.no_grad():
+        assert torch.allclose(solve.unaugmented_logits(original, digits)[:5], original(to_float(x)),
+                              rtol=1e-4, atol=1e-3)
     # with no augmentation the view is the un-augmented image: both target kinds give the same δ
     split = splits.classwise(digits, 2)
     base = dataclasses.replace(CFG, epochs=2, objective="distill", augment="none")
     view = solve.solve(original, digits, split, base, progress=False)
     clean = solve.solve(original, digits, split, dataclasses.replace(base, distill_targets="unaugmented"),
                         progress=False)
-    assert torch.allclose(view.delta, clean.delta, atol=1e-4)
+    # the targets come from batches of 256 (view) or 1024 (clean): last-bit differences, carried by SGD
+    assert float((view.delta - clean.delta).norm() / clean.delta.norm()) < 1e-3
 
 
 def test_bad_projection_and_target_settings_raise(digits, original, many):

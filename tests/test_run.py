@@ -32,6 +32,7 @@ def project(tmp_path, monkeypatch):
     make_notebook(tmp_path / "nbs" / "02_dead.ipynb", "x = 1", "import os\nos._exit(1)", "y = 2")
     monkeypatch.setattr(run, "NOTEBOOKS", tmp_path / "nbs")
     monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.delenv("CI", raising=False)  # CI=1 (make test) would refuse every profile but smoke
     (tmp_path / "work" / "mydata").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "work")
     return tmp_path
@@ -101,11 +102,11 @@ def _failure_line(capfd) -> str:
 
 
 def test_failing_cell_is_named_with_notebook_cell_and_error(project, capfd):
-    assert run.main(["smoke", "mydata", "--only", "01"]) == 1
+    assert run.main(["quick", "mydata", "--only", "01"]) == 1
     line = _failure_line(capfd)
     assert "01_fail.ipynb, cell 3 `raise ValueError" in line
     assert f"ValueError: boom {project / 'work' / 'mydata'}" in line  # absolute, seen by the kernel
-    assert str(project / "runs" / "smoke" / "01_fail.ipynb") in line
+    assert str(project / "runs" / "quick" / "01_fail.ipynb") in line
 
 
 def test_dead_kernel_is_named_with_notebook_and_last_started_cell(project, capfd):
@@ -117,7 +118,7 @@ def test_dead_kernel_is_named_with_notebook_and_last_started_cell(project, capfd
 def test_notebook_parameters_from_the_command_line(project, capfd):
     nb = make_notebook(project / "nbs" / "03_param.ipynb", 'raise ValueError(f"N is {N!r}, S is {S!r}")')
     book = nbformat.read(nb, as_version=4)
-    book.cells[0].source += '\nN: int = 0\nS: str = "a"'
+    book.cells[0].source += '\nN: list = [0]  # numbers\nS: str = "a"  # a name'
     nbformat.write(book, nb)
     assert run.parse_param("N=[1, 2]") == ("N", [1, 2]) and run.parse_param("S=cat") == ("S", "cat")
     assert run.main(["smoke", "--only", "03", "-p", "N=[1, 2]", "-p", "S=cat"]) == 1
@@ -127,3 +128,89 @@ def test_notebook_parameters_from_the_command_line(project, capfd):
                       (["-p", "PROFILE=quick"], "not with -p")):
         assert _exit_code(["smoke", "--only", "03", *bad]) == 2
         assert says in capfd.readouterr().err
+
+
+def _typed_notebook(project: Path) -> Path:
+    """A notebook declaring typed parameters like the real ones (papermill reports the annotations)."""
+    nb = make_notebook(project / "nbs" / "04_typed.ipynb", "x = 1")
+    book = nbformat.read(nb, as_version=4)
+    book.cells[0].source += (
+        '\nSEED: int = 0  # global seed'
+        '\nTRIALS: int = 0  # 0: number of trials of the profile'
+        '\nPGD_MAX_EVAL: int = 0  # images attacked; 0: cap of the profile, -1: all'
+        '\nSCENARIOS: list = ["classwise", "random"]  # forgetting scenarios to run'
+        '\nWEIGHT: float = 0.5  # a weight'
+        '\nINTERACTIVE: bool = True  # sliders')
+    nbformat.write(book, nb)
+    return nb
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("SEED=1 2", "SEED is declared int"),
+    ('SEED="3"', "SEED is declared int"),
+    ("SEED=", "empty"),
+    ("SEED=3=4", "SEED is declared int"),
+    ("SEED=True", "SEED is declared int"),
+    ("SEED=-2", "SEED must be >= 0"),
+    ("TRIALS=-1", "TRIALS must be >= 0"),
+    ("PGD_MAX_EVAL=-2", "PGD_MAX_EVAL must be >= 0 or one of -1"),
+    ("SCENARIOS=3", "SCENARIOS is declared list"),
+    ("SCENARIOS=[1, 2]", "SCENARIOS is declared list"),
+    ("WEIGHT=abc", "WEIGHT is declared float"),
+    ("INTERACTIVE=1", "INTERACTIVE is declared bool"),
+])
+def test_parameter_values_are_checked_against_the_declared_type_before_any_kernel(project, capfd, bad, says):
+    _typed_notebook(project)
+    assert _exit_code(["quick", "--only", "04", "-p", bad]) == 2
+    err = capfd.readouterr().err
+    name = bad.partition("=")[0]
+    assert says in err and "e.g. -p" in err and name in err, err
+    assert not (project / "runs").exists()
+    with pytest.raises(ValueError, match=says.split(" is ")[0]):  # the API checks values too
+        run.run_all("quick", only=["04"], extra={name: run.parse_param(bad)[1]})
+
+
+def test_well_typed_values_pass_and_a_bare_word_is_a_one_item_list(project):
+    _typed_notebook(project)
+    args = run.parse_args(["quick", "--only", "04", "-p", "SCENARIOS=classwise", "-p", "SEED=3",
+                           "-p", "PGD_MAX_EVAL=-1", "-p", "WEIGHT=1", "-p", "INTERACTIVE=False",
+                           "-p", "TRIALS=2"])
+    assert args.extra == {"SCENARIOS": ["classwise"], "SEED": 3, "PGD_MAX_EVAL": -1, "WEIGHT": 1.0,
+                          "INTERACTIVE": False, "TRIALS": 2}
+    assert run.parse_args(["quick", "--only", "01"]).extra == {}
+
+
+def test_ci_refuses_a_profile_the_notebooks_would_swap_for_smoke(project, monkeypatch, capfd):
+    monkeypatch.setenv("CI", "1")
+    assert _exit_code(["paper", "--only", "01"]) == 2
+    err = capfd.readouterr().err
+    assert "CI is set" in err and "smoke" in err and "Unset CI" in err
+    with pytest.raises(ValueError, match="CI is set"):
+        run.run_all("paper", only=["01"])
+    assert not (project / "runs").exists()
+    assert run.parse_args(["smoke", "--only", "01"]).profile == "smoke"  # smoke itself is fine
+
+
+def test_a_data_root_for_the_embedded_digits_is_refused(project, capfd):
+    assert _exit_code(["smoke", "mydata", "--only", "01"]) == 2
+    assert "takes no DATA_ROOT" in capfd.readouterr().err
+    assert not (project / "runs").exists()
+
+
+def test_cpu_kernels_are_pinned_and_the_runner_environment_restored(project, monkeypatch, capfd):
+    """Thread count and instruction set change CPU numbers: kernels start pinned (not on CUDA)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("FVLIB_CPU_PIN", raising=False)
+    monkeypatch.setenv("FVLIB_CPU_THREADS", "3")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    make_notebook(project / "nbs" / "05_env.ipynb", "import os\nkeys = ('OMP_NUM_THREADS', "
+                  "'ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'MKL_CBWR')\n"
+                  "raise ValueError(' '.join(os.environ.get(k, '-') for k in keys))")
+    assert run.main(["quick", "--only", "05"]) == 1
+    out = capfd.readouterr()
+    assert "ValueError: 3 avx2 AVX2 AVX2" in out.err and "pinned to 3 thread(s)" in out.out
+    assert "ATEN_CPU_CAPABILITY" not in os.environ  # only the kernels' environment
+    monkeypatch.setenv("FVLIB_CPU_PIN", "0")
+    assert run.main(["quick", "--only", "05"]) == 1
+    assert "ValueError: " in (err := capfd.readouterr().err) and " avx2 " not in err

@@ -1,4 +1,5 @@
-"""fvlib.setup / fvlib.notebook and profiles: clear errors for bad arguments, study sizes, CI swap."""
+"""fvlib.setup / fvlib.notebook, profiles and the device choice: bad arguments are one clear error
+before any data or training; study sizes; the CI swap."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,18 +7,41 @@ import dataclasses
 import pytest
 
 import fvlib
-from fvlib import config, experiment, sensitivity, views
+from fvlib import config, experiment, runtime, sensitivity, views
+from fvlib.config import PROFILE_NAMES
 
 
 @pytest.mark.parametrize("bad", [123, None, 1.5])
-def test_a_profile_is_a_name_or_a_profile(bad):
-    with pytest.raises(TypeError, match="a profile is a name \\(one of smoke, quick, paper"):
+def test_setup_with_no_profile_name_lists_the_profiles(bad):
+    with pytest.raises(TypeError) as info:
         fvlib.setup(bad)
+    assert repr(bad) in str(info.value) and all(p in str(info.value) for p in PROFILE_NAMES)
 
 
-def test_the_digits_profile_refuses_a_data_root(tmp_path):
-    with pytest.raises(ValueError, match="embedded digits data, which has no data root"):
+def test_setup_refuses_a_data_root_for_the_embedded_digits(tmp_path):
+    with pytest.raises(ValueError, match=r"'smoke'.*embedded digits.*no data root"):
         fvlib.setup("smoke", str(tmp_path))
+    with pytest.raises(ValueError, match="no data root"):
+        fvlib.setup("smoke", data_root=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["meta", "mps", "npu", "cuda:x"])
+def test_an_unsupported_device_names_the_supported_ones(name):
+    with pytest.raises(ValueError, match=r"not supported.*'auto', 'cpu', 'cuda'"):
+        runtime.pick_device(name)
+    with pytest.raises(ValueError, match="not supported"):
+        fvlib.setup("smoke", device=name, progress=False)
+
+
+def test_cpu_and_auto_devices_still_work():
+    assert runtime.pick_device("cpu").type == "cpu"
+    assert runtime.pick_device("auto").type in ("cpu", "cuda")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        runtime.pick_device("cuda")
 
 
 def test_profile_fields_of_nested_configs_say_where_they_live():

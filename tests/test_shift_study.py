@@ -69,9 +69,22 @@ def test_pgd_shift_is_an_attack(shifted):
     assert shifted["pgd"]["UA"] > shifted["benign"]["UA"] + 0.3
 
 
+def _one_image(split) -> dict[str, float]:
+    """Tolerance per metric: one image of its set. The shifted view orders train as D_f then D_r, so
+    its batches hold other images than the plain evaluation's: a near-tie argmax, or an SVC call on
+    a feature that moved in the last bit, may flip for one image."""
+    n_f, n_r, n_t = int(split.forget.sum()), int(split.retain.sum()), int(split.test_eval.sum())
+    return {"UA": 1.5 / n_f, "MIA": 1.5 / n_f, "MIA_loss": 1.5 / n_f, "RA": 1.5 / n_r, "TA": 1.5 / n_t,
+            "MIA_power": 1.5 / min(n_r, n_t)}
+
+
 def test_max_eval_only_touches_pgd(ex, split, shifted):
-    full = metrics.evaluate(ex.original, ex.data, split)
-    assert shifted["benign"] == pytest.approx({k: full[k] for k in shifted["benign"]})
+    view, _ = shift_study.shifted_data(ex.original, ex.data, split, "benign", max_eval=48)
+    assert len(view.train_y) == len(ex.data.train_y) and len(view.test_y) == int(split.test_eval.sum())
+    full, tol = metrics.evaluate(ex.original, ex.data, split), _one_image(split)
+    assert set(shifted["benign"]) == set(full)
+    for k, v in shifted["benign"].items():
+        assert v == pytest.approx(full[k], abs=tol[k], nan_ok=True), k
 
 
 def test_pgd_cap_defaults_to_the_profile(ex):
@@ -91,10 +104,12 @@ def test_forget_vector_is_added_on_top_of_the_shift(ex, split):
     system = systems.build(ex, "fv", [split])[0].module
     plain = metrics.evaluate(system, ex.data, split)
     benign = recs[recs["shift"] == "benign"].iloc[0]
-    assert benign["UA"] == pytest.approx(plain["UA"]) and benign["TA"] == pytest.approx(plain["TA"])
+    tol = _one_image(split)
+    assert all(benign[k] == pytest.approx(plain[k], abs=tol[k]) for k in ("UA", "RA", "TA"))
     gn2 = recs[recs["shift"] == "gn2"].iloc[0]
     direct = evaluate_shifted(system, ex.data, split, "gn2")
-    assert gn2["RA"] == pytest.approx(direct["RA"]) and gn2["RA"] != pytest.approx(benign["RA"], abs=1e-4)
+    assert gn2["RA"] == pytest.approx(direct["RA"], abs=tol["RA"])  # same view; batch sizes may differ
+    assert abs(gn2["RA"] - benign["RA"]) > 3 * tol["RA"]  # the noise itself costs more than a few images
 
 
 def test_shift_study_records_are_cached_and_resumed(ex, monkeypatch):
@@ -114,7 +129,9 @@ def test_shift_study_records_are_cached_and_resumed(ex, monkeypatch):
                         lambda *a, **k: calls.append("model") or real_model(*a, **k))
     again = shift_study.shift_study(ex, **kw)
     assert calls == []  # nothing recomputed, no model built
-    pd.testing.assert_frame_equal(first, again)
+    # MIA_loss is NaN on digits (the loss attack has no power); a record stores NaN as JSON null,
+    # which a resumed frame holds as None: compare it as the float column it is
+    pd.testing.assert_frame_equal(first.astype({"MIA_loss": float}), again.astype({"MIA_loss": float}))
 
     victim = first[(first["method"] == "ga") & (first["shift"] == "gn1")]["key"].item()
     records.path("shift", victim).unlink()

@@ -61,3 +61,16 @@ def test_splits_are_checked_against_their_data(digits):
     missing = next(c for c in range(10) if not (tiny.train_y == c).any())
     with pytest.raises(splits.SplitError, match="forgets no training image"):
         splits.classwise(tiny, missing).check(tiny)
+
+
+def test_a_shape_for_data_or_a_string_for_a_class_is_one_clear_error(digits):
+    with pytest.raises(TypeError, match=r"ImageData.*tuple"):
+        splits.classwise((3, 32, 32), 0)
+    with pytest.raises(TypeError, match=r"ImageData"):
+        splits.random((3, 32, 32), 0)
+    # digits' class names are '0'..'9': a name is taken when it is one; anything else is named
+    assert splits.classwise(digits, "3").hash == splits.classwise(digits, 3).hash
+    with pytest.raises(TypeError, match=r"class index \(int\) or name.*'cat'.*'0', '1'"):
+        splits.classwise(digits, "cat")
+    with pytest.raises(TypeError, match=r"class index \(int\)"):
+        splits.forget_classes(digits, [1, 2.0])

@@ -64,7 +64,9 @@ def test_mia_in_a_worker_pool_equals_inline(experiment):
     acc, job = metrics.measure(system, experiment.data, split)
     with mia.Runner(1) as pool:
         pooled = {**acc, **pool.submit(job).result()}
-    assert pooled == metrics.evaluate(system, experiment.data, split)
+    inline = metrics.evaluate(system, experiment.data, split)
+    assert pooled.keys() == inline.keys()  # equal, NaN included (MIA_loss of an attack without power)
+    assert all(pooled[k] == inline[k] or (pooled[k] != pooled[k] and inline[k] != inline[k]) for k in inline)
 
 
 def test_methods_are_checked_before_anything_runs(experiment):
@@ -83,8 +85,18 @@ def test_tables(experiment):
     assert summ.loc["retrain", ("mean", "UA")] == 100.0  # Retrain never saw the class
     assert summ.loc["fv", ("mean", "UA")] > 90.0
     table = study.formatted(summ)
-    assert list(table.columns) == ["UA", "MIA", "RA", "TA", "Avg.Gap"]
+    assert list(table.columns) == ["UA", "MIA", "RA", "TA", "MIA power", "Avg.Gap"]
     assert table["Avg.Gap"].str.endswith("**").sum() == 1
+    power = records.groupby("method")["MIA_power"].mean() * 100  # the attack's own power, per method
+    assert summ[("attack", "MIA_power")].to_dict() == pytest.approx(power.to_dict())
+    assert all(50.0 <= v <= 100.0 for v in power)  # a balanced accuracy, never below chance here
+    strong, weak = summ.copy(), summ.copy()
+    strong.loc["fv", ("attack", "MIA_power")] = 90.0
+    weak.loc["fv", ("attack", "MIA_power")] = study.WEAK_ATTACK - 1  # an attack near chance is marked
+    fv = labels.method("fv")
+    assert not study.formatted(strong).loc[fv, "MIA"].endswith("†")
+    assert study.formatted(weak).loc[fv, "MIA"].endswith("†")
+    assert study.formatted(weak).drop(fv).equals(study.formatted(strong).drop(fv))  # only its own cell
     side = paper.compare(summ, "digits", "classwise")
     assert side.loc["FV (ours)", "UA paper"] == 97.88
     assert side.loc["Retrain", "Avg.Gap paper"] == 0.0

@@ -76,3 +76,14 @@ def test_diverged_training_stops_and_caches_nothing(digits):
 def test_theta_o_log_reports_train_and_test_accuracy(trained):
     last = trained[1]["log"][-1]
     assert 0.9 < last["train_acc"] <= 1.0 and 0.9 < last["test_acc"] <= 1.0
+
+
+def test_a_one_cycle_schedule_of_one_step_trains_at_the_peak():
+    p = torch.nn.Parameter(torch.zeros(1))
+    cfg = train.TrainConfig(epochs=1, lr=0.1, schedule="onecycle")
+    opt = train.make_optimizer([p], cfg)
+    sched = train.make_scheduler(opt, cfg, steps_per_epoch=1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # the only step is not wasted at lr 0
+    opt.step()
+    sched.step()  # was a ZeroDivisionError
+    assert opt.param_groups[0]["lr"] == 0.0

@@ -21,7 +21,9 @@ def test_curve_starts_at_plain_accuracy_and_the_attack_restores(ex):
     split = ex.splits("classwise", [0])[0]
     plain = 1.0 - metrics.evaluate(systems.build(ex, "fv", [split])[0].module, ex.data, split, mia=None)["UA"]
     acc = curve[curve["method"] == "fv"].set_index("eps")["forget_acc"]
-    assert acc[0.0] == pytest.approx(plain, abs=1e-6)
+    # D_f alone (batches of 512) vs D_f inside the whole training set (batches of 1024): a near-tie
+    # argmax may flip for one image between those kernels
+    assert acc[0.0] == pytest.approx(plain, abs=1.5 / int(split.forget.sum()))
     # a bigger budget never hurts the adversary; knowing δ, a large one undoes much of the forgetting
     assert acc[0.0] <= acc[8 / 255] <= acc[64 / 255] and acc[64 / 255] > acc[0.0] + 0.3
     ga = curve[curve["method"] == "ga"].set_index("eps")["forget_acc"]

@@ -13,8 +13,10 @@ machine"; driver: tools/gpu_run.sh).
 
 A bundle N is DIR/N.part00, N.part01, ... (the gzip stream cut into pieces of at most --max-mb MiB)
 plus DIR/N.json: every file's path, size and sha256, each part's size and sha256, and the sha256 of
-the whole stream. `unpack` checks all of it before writing anything, refuses members that are not
-plain files or whose path would leave ROOT, and writes each file atomically.
+the whole stream. `unpack` checks the parts and the stream before writing anything, refuses members
+that are not plain files or whose path would leave ROOT, extracts every file into a staging folder
+inside ROOT and checks its sha256, and only then renames the files into place: a bundle that fails
+any check leaves ROOT as it was.
 
 Float weights compress badly with gzip; `--shuffle` (on by default for the theta preset) stores
 each *.safetensors member's tensor bytes as 4 byte planes (all first bytes, then all second bytes,
@@ -33,6 +35,7 @@ import io
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 import tarfile
@@ -369,13 +372,8 @@ def _safe_target(root: Path, name: str) -> Path:
     return root / pure
 
 
-def unpack(parts: Sequence[str | Path], to: str | Path, manifest: str | Path | None = None) -> dict:
-    """Verify a bundle, then write its files under `to` (atomically, mtimes kept); return manifest."""
-    ordered, doc = verify([Path(p) for p in parts], None if manifest is None else Path(manifest))
-    root = Path(to)
-    root.mkdir(parents=True, exist_ok=True)
-    expected = {e["path"]: e for e in doc["files"]}
-    # first pass: every member must be a plain file with a safe, expected path (nothing written yet)
+def _check_members(ordered: Sequence[Path], root: Path, expected: dict) -> None:
+    """First pass over the stream: every member a plain file with a safe, expected path."""
     with tarfile.open(fileobj=_Concat(ordered), mode="r|gz") as tar:
         for m in tar:
             if not m.isfile():
@@ -383,39 +381,70 @@ def unpack(parts: Sequence[str | Path], to: str | Path, manifest: str | Path | N
             _safe_target(root, m.name)
             if m.name not in expected:
                 raise BundleError(f"member {m.name!r} is not in the manifest")
+
+
+def _extract_one(src: BinaryIO, dest: Path, entry: dict) -> str:
+    """Write one member's bytes (byte planes restored) to dest; return their sha256."""
+    with open(dest, "wb") as f:
+        if "shuffle_offset" in entry:
+            data = unshuffle(src.read(), entry["shuffle_offset"])
+            f.write(data)
+            return hashlib.sha256(data).hexdigest()
+        h = hashlib.sha256()
+        while block := src.read(MIB):
+            h.update(block)
+            f.write(block)
+        return h.hexdigest()
+
+
+def _extract_verified(ordered: Sequence[Path], staging: Path, expected: dict) -> list[str]:
+    """Second pass: every member into staging/, its sha256 and mtime checked; the names written."""
     written = []
     with tarfile.open(fileobj=_Concat(ordered), mode="r|gz") as tar:
         for m in tar:
             entry = expected[m.name]
-            target = _safe_target(root, m.name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _safe_target(root, m.name)  # a folder created above cannot be a link, but re-check
-            src = tar.extractfile(m)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    if "shuffle_offset" in entry:
-                        data = unshuffle(src.read(), entry["shuffle_offset"])
-                        digest = hashlib.sha256(data).hexdigest()
-                        f.write(data)
-                    else:
-                        h = hashlib.sha256()
-                        while block := src.read(MIB):
-                            h.update(block)
-                            f.write(block)
-                        digest = h.hexdigest()
-                if digest != entry["sha256"]:
-                    raise BundleError(f"{m.name}: sha256 mismatch after extraction")
-                os.chmod(tmp, 0o644)
-                os.utime(tmp, (entry.get("mtime", m.mtime),) * 2)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            dest = staging / PurePosixPath(m.name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if _extract_one(tar.extractfile(m), dest, entry) != entry["sha256"]:
+                raise BundleError(f"{m.name}: sha256 mismatch after extraction (nothing in the target "
+                                  "was changed); re-copy the bundle or re-pack it")
+            os.chmod(dest, 0o644)
+            os.utime(dest, (entry.get("mtime", m.mtime),) * 2)
             written.append(m.name)
-    missing = set(expected) - set(written)
-    if missing:
-        raise BundleError(f"bundle {doc['name']}: {len(missing)} listed file(s) absent from the stream")
+    return written
+
+
+def _move_into_place(staging: Path, root: Path, names: Sequence[str]) -> None:
+    """Rename every verified file from staging/ over its target (same file system: no copy)."""
+    targets = {n: _safe_target(root, n) for n in names}
+    blocked = [n for n, t in targets.items() if t.is_dir()]
+    if blocked:
+        raise BundleError(f"cannot unpack {blocked[0]!r}: {targets[blocked[0]]} is a folder (nothing in "
+                          "the target was changed); move it away and unpack again")
+    for name, target in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _safe_target(root, name)  # a folder created above cannot be a link, but re-check
+        os.replace(staging / PurePosixPath(name), target)
+
+
+def unpack(parts: Sequence[str | Path], to: str | Path, manifest: str | Path | None = None) -> dict:
+    """Verify a bundle, extract every file into a staging folder inside `to` and check each sha256,
+    then rename them into place (mtimes kept): when anything fails, nothing in `to` changes."""
+    ordered, doc = verify([Path(p) for p in parts], None if manifest is None else Path(manifest))
+    root = Path(to)
+    root.mkdir(parents=True, exist_ok=True)
+    expected = {e["path"]: e for e in doc["files"]}
+    _check_members(ordered, root, expected)
+    # inside root, so the final moves are renames on one file system; removed whatever happens
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{doc['name']}.", suffix=".unpacking"))
+    try:
+        written = _extract_verified(ordered, staging, expected)
+        missing = set(expected) - set(written)
+        if missing:
+            raise BundleError(f"bundle {doc['name']}: {len(missing)} listed file(s) absent from the stream")
+        _move_into_place(staging, root, written)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return doc
 
 

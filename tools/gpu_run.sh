@@ -8,7 +8,10 @@
 #   2. unpacks every bundle carried in .carry/ (θ_o and earlier commands' results) into place,
 #   3. runs `python -m fvlib.run PROFILE --only ONLY...` under `timeout`, within BUDGET_S seconds
 #      for the whole script (default 540; RESERVE_S=60 of them kept for packing), teeing a log,
-#   4. ALWAYS (trap on exit, failure or timeout included) packs into $OUT, at most 8 files:
+#   4. ALWAYS (trap on exit, failure or timeout included) first stops every process of the run
+#      (fvlib.run, its papermill kernel and the kernel's workers: found by a tag in their
+#      environment, since jupyter_client starts each kernel in its own session, out of reach of
+#      `timeout`'s process-group kill), then packs into $OUT, at most 8 files:
 #        gpu_run.log, results.partNN + results.json (figures/P, runs/P, cache records, manifests,
 #        vectors; if that does not fit: without runs/, then the cache part alone), and, when θ_o was
 #        trained in this command, theta.partNN + theta.json (ResNet-18: 3 parts of <= 15 MiB),
@@ -52,6 +55,7 @@ THETA_NOTE="none"
 MODELS_BEFORE=""
 RUN_PID=""
 RESULTS_NOTE="none"
+RUN_TAG="gpu_run-$$-$RANDOM$RANDOM"  # in the environment of the run's processes only (see stop_run)
 say() { echo "[gpu_run $(( SECONDS - T0 ))s] $*"; }
 nparts() { echo "$(ls "$OUT/$1".part* 2>/dev/null | wc -l) part(s)"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
@@ -82,11 +86,40 @@ except Found as found:
 EOF
 }
 
+# pids of the processes started by the run: every one inherits FVLIB_RUN_TAG, the papermill kernel
+# and its worker processes too, even after a killed parent leaves them to init in a new session.
+run_pids() {
+  local f pid
+  for f in /proc/[0-9]*/environ; do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    grep -qzxF "FVLIB_RUN_TAG=$RUN_TAG" "$f" 2>/dev/null && echo "$pid"
+  done
+}
+
+# A budget-out kills fvlib.run but not its kernel, which would go on writing records and figures
+# while they are packed: TERM every process of the run, wait up to 10 s, then KILL what is left.
+stop_run() {
+  local pids n
+  pids=$(run_pids)
+  [ -z "$pids" ] && return 0
+  say "stopping $(wc -w <<<"$pids") process(es) of the run (runner, kernel, workers) before packing"
+  kill -TERM $pids 2>/dev/null
+  for n in $(seq 20); do
+    sleep 0.5
+    pids=$(run_pids)
+    [ -z "$pids" ] && return 0
+  done
+  say "still running after 10 s: killing $pids"
+  kill -KILL $pids 2>/dev/null
+  sleep 0.5
+}
+
 finish() {
   local rc=$?
   trap - EXIT TERM INT
   [ "$STATUS" = "running" ] && STATUS="interrupted"
   [ "$STATUS" = "setup" ] && [ "$rc" -ne 0 ] && STATUS="failed"
+  stop_run
   say "packing results into $OUT (status $STATUS)"
   local theta="" theta_bytes=0 theta_parts=0 theta_new=0
   local models_now new_models
@@ -209,7 +242,7 @@ STATUS="running"
 say "python -m fvlib.run $PROFILE ${ONLY[*]:+--only ${ONLY[*]}} ${PARAM_ARGS[*]:+${PARAM_ARGS[*]} }(wall limit ${left}s)"
 t_run=$SECONDS
 # in the background, so that a TERM to this script is handled at once (stop the run, then pack)
-timeout -k 15 "$left" "$PY" -m fvlib.run "$PROFILE" ${ONLY[@]+--only "${ONLY[@]}"} \
+FVLIB_RUN_TAG=$RUN_TAG timeout -k 15 "$left" "$PY" -m fvlib.run "$PROFILE" ${ONLY[@]+--only "${ONLY[@]}"} \
   ${PARAM_ARGS[@]+"${PARAM_ARGS[@]}"} --timeout "$left" &
 RUN_PID=$!
 wait "$RUN_PID"
