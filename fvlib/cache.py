@@ -130,6 +130,11 @@ def computing(path: Path) -> Iterator[None]:
         yield
 
 
+def tensors_path(name: str, key: str) -> Path:
+    """Where cached_tensors(name, key, ...) keeps its entry."""
+    return cache_dir() / f"{name}-{key}.safetensors"
+
+
 def cached_tensors(name: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict]]
                    ) -> tuple[dict[str, torch.Tensor], dict, bool]:
     """Return (tensors, meta, hit) from cache_dir()/name-key.safetensors, computing on a miss.
@@ -137,7 +142,7 @@ def cached_tensors(name: str, key: str, compute: Callable[[], tuple[dict[str, to
     Concurrent misses of one entry (two processes sharing FVLIB_CACHE) compute it once: the others
     wait for the lock and read what the first wrote (θ_o and Retrain are trained once, not twice).
     """
-    path = cache_dir() / f"{name}-{key}.safetensors"
+    path = tensors_path(name, key)
     if not path.exists():
         ensure_writable(path.parent, "FVLIB_CACHE")  # fail now, not after a long compute()
         with computing(path):

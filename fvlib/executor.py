@@ -1,215 +1,87 @@
-"""Executors: run independent units of work in this process or on a Ray cluster; every result comes
-back to the driver, which alone writes the cache.
+"""Executors of the record store: which one runs a study's units (`get`), and `Ray`, which runs them
+on a Ray cluster (docs/cluster.md).
 
-A `Unit` is one call fn(*args), a label that names it in errors ("retrain, classwise trial 3") and
-the resources it asks for. `run(units, done)` submits every unit at once and calls done(unit,
-result) in the driver as each one finishes: that is where records, vectors and models are written
-(one writer, no lock needed). done may return follow-up units (e.g. the CPU fit of a membership
-attack on features a GPU unit returned); they are submitted at once. A unit that raises is not
-retried: the other units still finish and reach done, then one `UnitsFailed` names every unit that
-failed and why. On Ray, a unit whose worker process dies (killed, out of memory) is re-run by Ray
-up to `Unit.retries` times.
+`records.run` plans every missing record of a study as units — one (method, batch of splits) system
+build plus the records it yields — and hands all of them at once to `Experiment.executor`.
+`records.Serial` (the default) runs them in this process; `Ray` submits them as Ray tasks, so that
+every GPU (or CPU) of a cluster is busy. Both yield (unit, split index, item, record fields) as each
+record completes, and the driver (`records.run`) writes every record.
 
-Objects that many units read (θ_o's weights, the data) go through `share(obj)` once: Ray's object
-store (no shared filesystem needed), or the object itself in this process. Ray is optional (the
-`ray` extra) and imported only when a Ray executor is asked for.
+On Ray:
+* θ_o (its state dict) and the data reach the workers once, through the object store (no shared
+  filesystem needed); a worker process rebuilds θ_o once and checks its fingerprint.
+* A baseline's unit is one task per split; a forget-vector unit's batched solve of K vectors is split
+  into chunks over the cluster's GPUs (the vectors of a batch are independent: chunked, they equal
+  one batch to float tolerance). A task asks for 1 GPU on a CUDA cluster, `unit_cpus` CPUs elsewhere.
+* One writer: a task builds its systems in a private scratch cache, seeded with the files of
+  `systems.artifacts` that the driver's cache already holds, and returns the ones it made (vectors,
+  unlearned models, Retrain's models); the driver writes them atomically into its own cache, then
+  the records, so a serial rerun reads everything the cluster computed. Two tasks never build the
+  same missing file: the second waits for the first and is shipped its result.
+* The MIA's SVC fits are 1-CPU tasks the driver submits as each system's features arrive (no process
+  pool in any worker).
+* Faults: a task whose worker dies (killed, out of memory) is re-run by Ray, up to `retries` times; a
+  task that raises is not retried: the other units' records are still written, then one
+  `UnitsFailed` names every failed method and split. A killed driver resumes from the records
+  already written, as a serial run does.
+
+Ray is the optional `ray` extra, imported only when a Ray executor is used.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence, TypeVar
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
+
+from fvlib import records, systems
+from fvlib.cache import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     import ray as ray_module
 
+    from fvlib.experiment import Experiment
+    from fvlib.splits import Split
+
 T = TypeVar("T")
-KINDS = ("serial", "ray")
+ENV = "FVLIB_EXECUTOR"  # the executor of `fvlib.setup(executor=None)`: how `fvlib.run --ray` reaches notebooks
+SPECS = ("'serial', 'ray' (a local Ray instance), 'ray:auto' (the Ray cluster this machine belongs to) "
+         "or 'ray:HOST:PORT' (a cluster's head node)")
 INSTALL_HINT = 'Ray is an optional extra: pip install -e ".[ray]" (or pip install "ray>=2.10")'
 
 
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    """One piece of work: fn(*args), named by label; what it asks of a node; re-runs if its worker dies."""
-    label: str
-    fn: Callable[..., Any]
-    args: tuple = ()
-    cpus: float = 1.0
-    gpus: float = 0.0
-    retries: int = 3   # re-runs after the worker process died (never after an exception in fn)
-
-
-Done = Callable[[Unit, Any], "Iterable[Unit] | None"]
-
-
 class UnitsFailed(RuntimeError):
-    """Some units raised (or their workers kept dying); every other unit finished and reached done."""
+    """Some tasks raised (or their workers kept dying); every other record was written."""
 
-    def __init__(self, failures: Sequence[tuple[Unit, BaseException]], total: int):
+    def __init__(self, failures: Sequence[tuple[str, BaseException]], total: int):
         self.failures = list(failures)
-        lines = [f"  {u.label}: {type(e).__name__}: {e}" for u, e in self.failures]
-        super().__init__(f"{len(self.failures)} of {total} units failed (the others' results were "
-                         "kept; fix the cause and rerun: finished units are not recomputed):\n"
+        lines = [f"  {label}: {type(e).__name__}: {e}" for label, e in self.failures]
+        super().__init__(f"{len(self.failures)} of {total} tasks failed (the records of the others were "
+                         "written; fix the cause and rerun: finished records are not recomputed):\n"
                          + "\n".join(lines))
 
 
-class Executor(Protocol):
-    """What a study needs from an executor."""
-    kind: str
-
-    def share(self, obj: T) -> Any: ...
-    def gpus(self) -> int: ...
-    def run(self, units: Sequence[Unit], done: Done | None = None) -> list[Any]: ...
-    def close(self) -> None: ...
-
-
-def _follow_ups(done: Done | None, unit: Unit, result: Any) -> list[Unit]:
-    """done's follow-up units for a finished unit (none without done)."""
-    if done is None:
-        return []
-    return list(done(unit, result) or ())
-
-
-class SerialExecutor:
-    """Every unit in this process, in order (the default: what fvlib did before executors)."""
-    kind = "serial"
-
-    def share(self, obj: T) -> T:
-        return obj
-
-    def gpus(self) -> int:
-        import torch
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-    def run(self, units: Sequence[Unit], done: Done | None = None) -> list[Any]:
-        """Results of units in their order (None for a failed one); follow-ups only reach done."""
-        queue, results, failures, n = deque(enumerate(units)), [None] * len(units), [], len(units)
-        while queue:
-            i, unit = queue.popleft()
-            try:
-                out = unit.fn(*unit.args)
-            except Exception as err:  # noqa: BLE001 (reported together in UnitsFailed)
-                failures.append((unit, err))
-                continue
-            if i is not None:
-                results[i] = out
-            more = _follow_ups(done, unit, out)
-            queue.extend((None, u) for u in more)
-            n += len(more)
-        if failures:
-            raise UnitsFailed(failures, n) from failures[0][1]
-        return results
-
-    def close(self) -> None:
-        pass
-
-
-def _import_ray() -> "ray_module":
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError(f"executor 'ray' needs Ray, which is not installed. {INSTALL_HINT}") from err
-    return ray
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """The Ray task behind every unit (ObjectRef arguments arrive resolved)."""
-    return fn(*args)
-
-
-class RayExecutor:
-    """Units as Ray tasks, all submitted at once; Ray schedules them on the cluster's CPUs/GPUs.
-
-    address: None starts a local instance (or uses the one this process is already connected to),
-    "auto" joins the cluster this machine belongs to, "HOST:PORT" a given head node.
-    """
-    kind = "ray"
-
-    def __init__(self, address: str | None = None, **init: Any):
-        self._ray = _import_ray()
-        self._owns = not self._ray.is_initialized()
-        if self._owns:
-            self._ray.init(address=address, **init)
-        self._task = self._ray.remote(_call)
-
-    def share(self, obj: Any) -> "ray_module.ObjectRef":
-        return self._ray.put(obj)
-
-    def gpus(self) -> int:
-        return int(self._ray.cluster_resources().get("GPU", 0))
-
-    def _nodes(self) -> list[dict]:
-        """Resources of every alive node, e.g. [{"CPU": 16.0, "GPU": 8.0, ...}]."""
-        return [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
-
-    @staticmethod
-    def _check_feasible(unit: Unit, nodes: list[dict]) -> None:
-        """Fail before submitting a unit that no node could ever run (Ray would wait for it forever)."""
-        if not any(r.get("CPU", 0) >= unit.cpus and r.get("GPU", 0) >= unit.gpus for r in nodes):
-            have = ", ".join(f"{{CPU: {r.get('CPU', 0):g}, GPU: {r.get('GPU', 0):g}}}" for r in nodes)
-            raise ValueError(f"unit {unit.label!r} asks for {unit.cpus:g} CPU and {unit.gpus:g} GPU, but no "
-                             f"node of the Ray cluster has that much (nodes: {have}); ask for less, or add "
-                             "a node that has it")
-
-    def _submit(self, unit: Unit, nodes: list[dict]) -> "ray_module.ObjectRef":
-        self._check_feasible(unit, nodes)
-        opts = dict(num_cpus=unit.cpus, num_gpus=unit.gpus, max_retries=unit.retries, retry_exceptions=False)
-        return self._task.options(name=unit.label[:100], **opts).remote(unit.fn, *unit.args)
-
-    def _cause(self, err: Exception, unit: Unit) -> BaseException:
-        """The error to report: fn's own exception, or what happened to its worker."""
-        ray = self._ray
-        if isinstance(err, ray.exceptions.RayTaskError) and err.cause is not None:
-            return err.cause
-        if isinstance(err, ray.exceptions.WorkerCrashedError):
-            return RuntimeError(f"its worker process died {unit.retries + 1} times (killed, or out of "
-                                "memory); the last attempt was not retried")
-        return err
-
-    def run(self, units: Sequence[Unit], done: Done | None = None) -> list[Any]:
-        """Results of units in their order (None for a failed one); follow-ups only reach done."""
-        nodes = self._nodes()
-        for u in units:  # all checked before any is submitted
-            self._check_feasible(u, nodes)
-        pending = {self._submit(u, nodes): (i, u) for i, u in enumerate(units)}
-        results, failures, n = [None] * len(units), [], len(units)
-        try:
-            while pending:
-                (ref,), _ = self._ray.wait(list(pending), num_returns=1)
-                i, unit = pending.pop(ref)
-                try:
-                    out = self._ray.get(ref)
-                except self._ray.exceptions.RayError as err:
-                    failures.append((unit, self._cause(err, unit)))
-                    continue
-                if i is not None:
-                    results[i] = out
-                for u in _follow_ups(done, unit, out):
-                    pending[self._submit(u, nodes)] = (None, u)
-                    n += 1
-        except BaseException:
-            for ref in pending:  # the driver stops: do not leave its tasks running on the cluster
-                self._ray.cancel(ref)
-            raise
-        if failures:
-            raise UnitsFailed(failures, n) from failures[0][1]
-        return results
-
-    def close(self) -> None:
-        """Shut down the Ray instance if this executor started it."""
-        if self._owns and self._ray.is_initialized():
-            self._ray.shutdown()
-
-
-def get(kind: str | Executor | None = None, address: str | None = None) -> Executor:
-    """An executor by name: "serial" (default) or "ray" (address: None, "auto" or HOST:PORT)."""
-    if kind is None or kind == "serial":
-        return SerialExecutor()
+def get(spec: Any = None) -> Any:
+    """The executor of `spec`: one of SPECS, an executor object (anything with run(ex, units,
+    progress)), or None: $FVLIB_EXECUTOR if set, else None (records.Serial, in this process)."""
+    where = "executor"
+    if spec is None:
+        spec, where = os.environ.get(ENV) or None, f"the environment variable {ENV}"
+        if spec is None:
+            return None
+    if not isinstance(spec, str):
+        if not callable(getattr(spec, "run", None)):
+            raise TypeError(f"an executor is a name ({SPECS}) or an object with run(ex, units, progress), "
+                            f"not a {type(spec).__name__}")
+        return spec
+    kind, _, address = spec.partition(":")
+    if spec == "serial":
+        return records.Serial()
     if kind == "ray":
-        return RayExecutor(address)
-    if isinstance(kind, str):
-        raise ValueError(f"unknown executor {kind!r}; valid: {', '.join(KINDS)}")
-    return kind
+        return Ray(address or None)
+    raise ValueError(f"{where} is {spec!r}, which names no executor; use {SPECS}")
 
 
 def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
@@ -221,3 +93,337 @@ def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
     parts = min(parts, k)
     bounds = [j * k // parts for j in range(parts + 1)] if parts else [0]
     return [list(items[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def _import_ray() -> "ray_module":
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(f"executor 'ray' needs Ray, which is not installed. {INSTALL_HINT}") from err
+    return ray
+
+
+@contextlib.contextmanager
+def session(address: str | None) -> Iterator[str | None]:
+    """Point $FVLIB_EXECUTOR at Ray for the block, so every notebook kernel started in it runs its
+    studies there: address None does nothing, "local" starts a local instance for the block (or uses
+    the one this process is connected to), "auto" / "HOST:PORT" name a running cluster."""
+    if address is None:
+        yield None
+        return
+    ray, started = _import_ray(), False
+    if address == "local":
+        started = not ray.is_initialized()
+        if started:
+            ray.init(include_dashboard=False)
+        address = ray.get_runtime_context().gcs_address
+    saved = os.environ.get(ENV)
+    os.environ[ENV] = f"ray:{address}"
+    try:
+        yield address
+    finally:
+        if saved is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = saved
+        if started:
+            ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- the driver's side
+
+@dataclasses.dataclass
+class _Task:
+    """One Ray task: some splits (rows) of a unit, and the cache files their systems are made of."""
+    unit: records.Unit
+    rows: list[int]                    # indices into unit.splits
+    files: list[str]                   # systems.artifacts, relative to the cache folder
+    label: str                         # names the method and the split(s) in errors
+    making: set[str] = dataclasses.field(default_factory=set)  # missing files it builds (submitted)
+
+
+def _label(unit: records.Unit, rows: Sequence[int]) -> str:
+    """'ft on classwise-3 (study records)': the method and the split(s) of a task."""
+    names = ", ".join(unit.splits[r].name for r in rows)
+    return f"{unit.grid.method} on {names} ({unit.grid.kind} records)"
+
+
+def _moved(split: "Split", device: Any) -> "Split":
+    """The split with its masks on device."""
+    return dataclasses.replace(split, **{f: getattr(split, f).to(device)
+                                         for f in ("forget", "test_eval", "test_forget")})
+
+
+def _portion(task: _Task) -> records.Unit:
+    """The unit restricted to the task's splits, masks on the CPU (what a worker receives)."""
+    u = task.unit
+    splits = [_moved(u.splits[r], "cpu") for r in task.rows]
+    grid = dataclasses.replace(u.grid, splits=splits)
+    return records.Unit(grid, list(range(len(splits))), splits, [u.todo[r] for r in task.rows],
+                        [u.keys[r] for r in task.rows])
+
+
+class Ray:
+    """Runs the record store's units as Ray tasks (see the module docstring).
+
+    address: None starts a local Ray instance at the first run (or uses the one this process is
+    connected to), "auto" joins the cluster this machine belongs to, "HOST:PORT" a head node.
+    unit_cpus: CPUs per unit task (default: 1 beside its GPU on a CUDA cluster; elsewhere the torch
+    threads of this process, at most a node's CPUs: a CPU worker runs with as many threads as the
+    serial path). window: unit tasks submitted but not finished, at most (default: one more than
+    run at once, so the MIA fits, submitted as features arrive, are not queued behind every unit and
+    records are written as the study goes; raise it for an autoscaling cluster to see the demand).
+    retries: re-runs of a task whose worker died. init: more ray.init arguments.
+    """
+    kind = "ray"
+
+    def __init__(self, address: str | None = None, *, unit_cpus: int | None = None, window: int | None = None,
+                 retries: int = 3, **init: Any):
+        self._ray = _import_ray()
+        self.address, self.unit_cpus, self.window, self.retries = address, unit_cpus, window, retries
+        self.init, self._owns, self._shared = init, False, {}
+
+    def __repr__(self) -> str:
+        return (f"Ray(address={self.address!r}, unit_cpus={self.unit_cpus!r}, window={self.window!r}, "
+                f"retries={self.retries})")
+
+    def _connect(self) -> "ray_module":
+        ray = self._ray
+        if not ray.is_initialized():
+            ray.init(address=self.address, **self.init)
+            self._owns = True
+        return ray
+
+    def close(self) -> None:
+        """Shut down the Ray instance if this executor started it."""
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owns = False
+
+    def _share(self, ex: "Experiment") -> "ray_module.ObjectRef":
+        """θ_o's state dict and the data (on the CPU) in the object store, once per experiment."""
+        key = (self._ray.get_runtime_context().get_job_id(), ex.identity, ex.development)
+        if key not in self._shared:
+            state = {k: v.detach().cpu().contiguous() for k, v in ex.original.state_dict().items()}
+            self._shared[key] = self._ray.put({
+                "profile": ex.profile, "data": ex.data.to("cpu"), "state": state, "info": ex.info,
+                "development": ex.development, "identity": ex.identity})
+        return self._shared[key]
+
+    def _shape(self) -> tuple[dict, int]:
+        """(Ray options of a unit task, how many run at once); refuses what no node could run."""
+        nodes = [n["Resources"] for n in self._ray.nodes() if n.get("Alive")]
+        gpus = int(sum(n.get("GPU", 0) for n in nodes))
+        if gpus:
+            cpus = self.unit_cpus or 1
+        else:
+            import torch
+            cpus = self.unit_cpus or max(1, min(torch.get_num_threads(), int(max(n.get("CPU", 0) for n in nodes))))
+        if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= (1 if gpus else 0) for n in nodes):
+            have = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
+            raise ValueError(f"a unit asks for {cpus} CPU{' and 1 GPU' if gpus else ''}, but no node of the Ray "
+                             f"cluster has that much (nodes: {have}); lower unit_cpus, or add such a node")
+        slots = gpus or int(sum(n.get("CPU", 0) // cpus for n in nodes))
+        return {"num_cpus": cpus, "num_gpus": 1 if gpus else 0}, max(1, slots)
+
+    def _tasks(self, ex: "Experiment", units: Sequence[records.Unit], slots: int) -> list[_Task]:
+        """Baselines: a task per split; vector methods: their batch in chunks over the free slots."""
+        vectors = sum(u.grid.method in systems.VECTOR_METHODS for u in units)
+        parts, root = max(1, slots // max(1, vectors)), cache_dir()
+        tasks = []
+        for u in units:
+            rows = list(range(len(u.splits)))
+            groups = split_evenly(rows, parts) if u.grid.method in systems.VECTOR_METHODS else [[r] for r in rows]
+            for g in groups:
+                paths = systems.artifacts(ex, u.grid.method, [u.splits[r] for r in g], u.grid.cfg)
+                tasks.append(_Task(u, g, [str(p.relative_to(root)) for p in paths], _label(u, g)))
+        return tasks
+
+    def run(self, ex: "Experiment", units: Sequence[records.Unit], progress: bool
+            ) -> Iterator[tuple[records.Unit, int, Any, dict]]:
+        """(unit, split index, item, record fields) for every missing record, as each completes."""
+        if not units:
+            return
+        from tqdm.auto import tqdm
+        ray = self._connect()
+        opts, slots = self._shape()
+        run = _Run(self, ex, [self._share(ex)], opts, self._tasks(ex, units, slots), self.window or slots + 1)
+        bar = tqdm(total=sum(len(t) for u in units for t in u.todo), desc="records (Ray)", disable=not progress)
+        try:
+            for out in run.results():
+                bar.update()
+                yield out
+        finally:
+            bar.close()
+            for ref in run.pending:  # the driver stops: leave no task of it running on the cluster
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+        if run.failures:
+            raise UnitsFailed(run.failures, run.submitted) from run.failures[0][1]
+
+
+class _Run:
+    """One executor call: tasks waiting for a file another task builds, tasks in flight, failures."""
+
+    def __init__(self, executor: Ray, ex: "Experiment", box: list, opts: dict, tasks: list[_Task], window: int):
+        ray = executor._ray
+        self.window, self.building = window, 0
+        self.ray, self.ex, self.box, self.root = ray, ex, box, cache_dir()
+        self.build, self.fit = ray.remote(build_task), ray.remote(fit_task)
+        self.opts = {**opts, "max_retries": executor.retries, "retry_exceptions": False}
+        self.cpus, self.retries = opts["num_cpus"], executor.retries
+        self.waiting, self.pending, self.busy = tasks, {}, set()
+        self.failures: list[tuple[str, BaseException]] = []
+        self.submitted = 0
+
+    def _start(self) -> None:
+        """Submit waiting tasks, in order, up to the window; not one whose missing files another task
+        is building (it waits, then is shipped them)."""
+        still = []
+        for task in self.waiting:
+            missing = {f for f in task.files if not (self.root / f).exists()}
+            if self.building >= self.window or missing & self.busy:
+                still.append(task)
+                continue
+            have = {f: (self.root / f).read_bytes() for f in task.files if f not in missing}
+            task.making = missing
+            self.busy |= missing
+            ref = self.build.options(name=task.label[:200], **self.opts).remote(
+                self.box, _portion(task), have, sorted(missing), self.cpus)
+            self.pending[ref], self.submitted, self.building = ("build", task), self.submitted + 1, self.building + 1
+        self.waiting = still
+
+    def results(self) -> Iterator[tuple[records.Unit, int, Any, dict]]:
+        """Records as their tasks finish; failures are collected, not raised."""
+        while True:
+            self._start()
+            if not self.pending:
+                return
+            (ref,), _ = self.ray.wait(list(self.pending), num_returns=1)
+            kind, what = self.pending.pop(ref)
+            self.building -= kind == "build"
+            try:
+                out = self.ray.get(ref)
+            except self.ray.exceptions.RayError as err:
+                label = what.label if kind == "build" else f"MIA fit of {what[4]}"
+                self.failures.append((label, self._cause(err)))
+                if kind == "build":
+                    self.busy -= what.making
+                continue
+            if kind == "build":
+                yield from self._built(what, *out)
+            else:
+                unit, i, item, fields, _label_ = what
+                yield unit, i, item, {**fields, **out}
+
+    def _built(self, task: _Task, made: dict[str, bytes], outs: list) -> Iterator[tuple]:
+        """Write what the task built into the driver's cache, then its records (fits: submitted)."""
+        for rel, blob in made.items():
+            path = self.root / rel
+            if not path.exists():
+                atomic_write(path, lambda p, b=blob: p.write_bytes(b))
+        self.busy -= task.making
+        for i, item, fields, job in outs:
+            unit, row = task.unit, task.rows[i]
+            if job is None:
+                yield unit, row, item, fields
+            else:
+                ref = self.fit.options(name=f"MIA fit of {task.label}"[:200],
+                                       **{**self.opts, "num_cpus": 1, "num_gpus": 0}).remote(job)
+                self.pending[ref], self.submitted = ("fit", (unit, row, item, fields, task.label)), self.submitted + 1
+
+    def _cause(self, err: Exception) -> BaseException:
+        """The error to report: the task's own exception, or what happened to its worker."""
+        ray = self.ray
+        if isinstance(err, ray.exceptions.RayTaskError) and err.cause is not None:
+            return err.cause
+        if isinstance(err, ray.exceptions.WorkerCrashedError):
+            return RuntimeError(f"its worker process died {self.retries + 1} times (killed, or out of "
+                                "memory); the last attempt was not retried")
+        return err
+
+
+# ----------------------------------------------------------------------------- the worker's side
+
+_EXPERIMENTS: dict[tuple, "Experiment"] = {}  # per worker process: the experiments it has rebuilt
+
+
+def _where(device: Any = None) -> dict:
+    """Which worker ran a task: host, Ray node, process (and device, where given)."""
+    import socket
+
+    import ray
+    out = {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    if device is not None:
+        from fvlib.runtime import device_name
+        out["device"] = device_name(device)
+    return out
+
+
+def _experiment(ref: Any, device: Any) -> "Experiment":
+    """The driver's experiment rebuilt in this worker (once per process): θ_o from its state dict."""
+    key = (ref.hex(), str(device))
+    if key not in _EXPERIMENTS:
+        import ray
+        from fvlib import models
+        from fvlib.experiment import Experiment
+        from fvlib.runtime import prepare_model
+        p = ray.get(ref)
+        data = p["data"]
+        model = models.build(p["profile"].model, data.num_classes, data.spec.mean, data.spec.std)
+        model.load_state_dict(p["state"])
+        ex = Experiment(p["profile"], data.to(device), prepare_model(model, device).eval(), p["info"],
+                        p["development"])
+        if ex.identity != p["identity"]:
+            raise RuntimeError(f"θ_o rebuilt in this worker has the identity {ex.identity}, not the driver's "
+                               f"{p['identity']}: every node must run the same fvlib and torch versions")
+        while len(_EXPERIMENTS) >= 2:  # a study uses one experiment, FV+ selection two
+            _EXPERIMENTS.pop(next(iter(_EXPERIMENTS)))
+        _EXPERIMENTS[key] = ex
+    return _EXPERIMENTS[key]
+
+
+@contextlib.contextmanager
+def _scratch(files: dict[str, bytes]) -> Iterator[Path]:
+    """A private cache folder holding files, as FVLIB_CACHE for the block (then deleted): whatever
+    the block writes to the cache stays out of the driver's (and any shared) cache."""
+    saved = os.environ.get("FVLIB_CACHE")
+    with tempfile.TemporaryDirectory(prefix="fvlib-task-") as tmp:
+        root = Path(tmp)
+        for rel, blob in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(blob)
+        os.environ["FVLIB_CACHE"] = tmp
+        try:
+            yield root
+        finally:
+            if saved is None:
+                os.environ.pop("FVLIB_CACHE", None)
+            else:
+                os.environ["FVLIB_CACHE"] = saved
+
+
+def build_task(box: list, unit: records.Unit, have: dict[str, bytes], want: Sequence[str], cpus: float
+               ) -> tuple[dict[str, bytes], list]:
+    """A Ray task: build the unit's systems and compute its records -> (the files of `want` it made,
+    [(split index, item, record fields, MIA job or None)]). box = [the shared experiment's ref]."""
+    import ray
+    import torch
+    from fvlib.runtime import seed_everything
+    device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP threads to the task's CPUs: say so to torch
+    seed_everything(0)  # as a notebook's setup call: stray global RNG use does not depend on the worker
+    ex = _experiment(box[0], device)
+    grid = dataclasses.replace(unit.grid, splits=[_moved(s, device) for s in unit.grid.splits])
+    unit = dataclasses.replace(unit, grid=grid, splits=list(grid.splits))
+    where = _where(device)
+    with _scratch(have) as root:
+        outs = [(i, item, {**rec, "ran_on": where}, job) for _u, i, item, rec, job in records.execute(ex, unit)]
+        made = {rel: (root / rel).read_bytes() for rel in want if (root / rel).exists()}
+    return made, outs
+
+
+def fit_task(job: Any) -> dict:
+    """A Ray task (1 CPU): one record's MIA fits -> {MIA, MIA_loss, mia_ran_on}."""
+    return {**job(), "mia_ran_on": _where()}

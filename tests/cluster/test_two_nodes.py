@@ -1,42 +1,21 @@
-"""A simulated two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU per node, loopback only): a
-task runs on each node, each node works in its own folder, and an object put once by the driver
-reaches both nodes intact (how θ_o will travel: no shared filesystem needed)."""
+"""The smoke Table 1 on a simulated two-node Ray cluster (ray.cluster_utils.Cluster, 1 CPU per node,
+loopback only) whose workers see different FVLIB_CACHE folders: θ_o reaches both nodes through the
+object store, tasks run on both, the batched solve is split over them, no worker writes a cache
+folder, and the records of both machines land in the driver's store, which a serial rerun reads."""
 from __future__ import annotations
 
-import hashlib
-import os
+import copy
 import sys
-from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is the `ray` extra: pip install -e '.[ray]'")
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+import smoke  # noqa: E402  (tests/cluster/smoke.py)
+from fvlib import executor, records, systems  # noqa: E402
+from fvlib.mia import MIAConfig  # noqa: E402
 
-
-def _on(node_id: str) -> NodeAffinitySchedulingStrategy:
-    return NodeAffinitySchedulingStrategy(node_id, soft=False)
-
-
-@ray.remote
-def where_am_i(name: str) -> dict:
-    """This worker's node, its FVLIB_CACHE, and a file written there."""
-    cache = Path(os.environ["FVLIB_CACHE"])
-    (cache / name).write_text(str(os.getpid()))
-    return {"node": ray.get_runtime_context().get_node_id(), "cache": str(cache)}
-
-
-def _digest(state: dict) -> tuple[str, str]:
-    """(node id, sha256 over the tensors' names and bytes) of a state dict from the object store."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode() + state[k].contiguous().numpy().tobytes())
-    return ray.get_runtime_context().get_node_id(), h.hexdigest()
-
-
-digest = ray.remote(_digest)
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def test_two_alive_nodes_with_one_cpu_each(two_nodes):
@@ -44,20 +23,30 @@ def test_two_alive_nodes_with_one_cpu_each(two_nodes):
     assert alive == {node: 1.0 for node in two_nodes}
 
 
-def test_a_task_runs_on_each_node_in_its_own_folder(two_nodes):
-    out = ray.get([where_am_i.options(scheduling_strategy=_on(node)).remote(f"from-{i}")
-                   for i, node in enumerate(two_nodes)], timeout=120)
-    assert [o["node"] for o in out] == list(two_nodes)
-    assert [o["cache"] for o in out] == [str(f) for f in two_nodes.values()]
-    for i, folder in enumerate(two_nodes.values()):  # each node wrote to its folder only
-        assert sorted(p.name for p in folder.iterdir()) == [f"from-{i}"]
+def test_the_table_on_two_nodes_lands_in_the_drivers_store(two_nodes, tmp_path, monkeypatch):
+    ex = smoke.experiment()   # the driver: θ_o trained (or read) here, once
+    serial_keys = {records.key(ex, "study", m, s, None, MIAConfig())
+                   for m in smoke.METHODS for s in ex.splits("classwise", smoke.TRIALS)}
+    clustered = copy.copy(ex)
+    clustered.executor = executor.Ray()
+    with smoke.cache(tmp_path / "driver") as folder:
+        recs = smoke.table(clustered).to_dict("records")
+        assert {r["key"] for r in recs} == serial_keys            # the same θ_o, data and splits
+        assert {r["ran_on"]["node"] for r in recs} == set(two_nodes)  # both machines worked
+        fv = [r for r in recs if r["method"] == "fv"]
+        assert [r["solved_together"] for r in fv] == [1, 1]       # K = 2 split over the two nodes
+        for node_cache in two_nodes.values():                      # workers wrote no cache folder
+            assert not list(node_cache.iterdir())
+        split_list = ex.splits("classwise", smoke.TRIALS)
+        for m in smoke.METHODS:                                    # every system is in the driver's
+            assert all(p.exists() for p in systems.artifacts(ex, m, split_list))
+        from fvlib import baselines, solve, train
+        for mod, name in ((train, "fit"), (baselines, "run"), (solve, "solve_many")):
+            monkeypatch.setattr(mod, name, _refuse)
+        again = smoke.table(ex)                                    # a serial rerun computes nothing
+    assert sorted(again["key"]) == sorted(serial_keys)
+    assert not list((folder / "records").rglob(".*"))             # no temp file left behind
 
 
-def test_an_object_put_once_reaches_both_nodes_intact(two_nodes):
-    import torch
-    state = {"w": torch.randn(64, 3, 3, 3, generator=torch.Generator().manual_seed(0)),
-             "bn.running_var": torch.rand(64, generator=torch.Generator().manual_seed(1))}
-    ref = ray.put(state)
-    here = _digest(state)[1]  # computed by the driver
-    got = ray.get([digest.options(scheduling_strategy=_on(n)).remote(ref) for n in two_nodes], timeout=120)
-    assert got == [(n, here) for n in two_nodes]
+def _refuse(*_a, **_k):
+    raise AssertionError("a serial rerun recomputed something the cluster computed")
