@@ -10,16 +10,17 @@ record completes, and the driver (`records.run`) writes every record.
 On Ray:
 * θ_o (its state dict) and the data reach the workers once, through the object store (no shared
   filesystem needed); a worker process rebuilds θ_o once and checks its fingerprint.
-* A baseline's unit is one task per split; a forget-vector unit's batched solve of K vectors is split
-  into chunks over the cluster's GPUs (the vectors of a batch are independent: chunked, they equal
-  one batch to float tolerance). A task asks for 1 GPU on a CUDA cluster, `unit_cpus` CPUs elsewhere.
+* A baseline's unit is one task per split; a forget-vector unit's batched solve of K vectors is one
+  task, split into chunks over the GPUs (CPU slots) that the other tasks leave idle (the vectors of a
+  batch are independent: chunked, they equal one batch to float tolerance). A task asks for 1 GPU
+  on a CUDA cluster, `unit_cpus` CPUs elsewhere.
 * One writer: a task builds its systems in a private scratch cache, seeded with the files of
   `systems.artifacts` that the driver's cache already holds, and returns the ones it made (vectors,
   unlearned models, Retrain's models); the driver writes them atomically into its own cache, then
   the records, so a serial rerun reads everything the cluster computed. Two tasks never build the
   same missing file: the second waits for the first and is shipped its result.
-* The MIA's SVC fits are 1-CPU tasks the driver submits as each system's features arrive (no process
-  pool in any worker).
+* The MIA's SVC fits are 1-CPU tasks (`mia.run_job`, no torch) the driver submits as each system's
+  features arrive (no process pool in any worker).
 * Faults: a task whose worker dies (killed, out of memory) is re-run by Ray, up to `retries` times; a
   task that raises is not retried: the other units' records are still written, then one
   `UnitsFailed` names every failed method and split. A killed driver resumes from the records
@@ -36,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
 
-from fvlib import records, systems
+from fvlib import mia, records, systems
 from fvlib.cache import atomic_write, cache_dir
 
 if TYPE_CHECKING:
@@ -226,10 +227,13 @@ class Ray:
         slots = gpus or int(sum(n.get("CPU", 0) // cpus for n in nodes))
         return {"num_cpus": cpus, "num_gpus": 1 if gpus else 0}, max(1, slots)
 
-    def _tasks(self, ex: "Experiment", units: Sequence[records.Unit], slots: int) -> list[_Task]:
-        """Baselines: a task per split; vector methods: their batch in chunks over the free slots."""
-        vectors = sum(u.grid.method in systems.VECTOR_METHODS for u in units)
-        parts, root = max(1, slots // max(1, vectors)), cache_dir()
+    @staticmethod
+    def _tasks(ex: "Experiment", units: Sequence[records.Unit], slots: int) -> list[_Task]:
+        """Other methods: a task per split; a vector method's batch: one task, or chunks over the
+        slots the other tasks leave free (a batch of K vectors costs less than K solves of one)."""
+        vectors = [u for u in units if u.grid.method in systems.VECTOR_METHODS]
+        others = sum(len(u.splits) for u in units) - sum(len(u.splits) for u in vectors)
+        parts, root = max(1, (slots - others) // max(1, len(vectors))), cache_dir()
         tasks = []
         for u in units:
             rows = list(range(len(u.splits)))
@@ -269,7 +273,7 @@ class _Run:
         ray = executor._ray
         self.window, self.building = window, 0
         self.ray, self.ex, self.box, self.root = ray, ex, box, cache_dir()
-        self.build, self.fit = ray.remote(build_task), ray.remote(fit_task)
+        self.build, self.fit = ray.remote(build_task), ray.remote(mia.run_job)
         self.opts = {**opts, "max_retries": executor.retries, "retry_exceptions": False}
         self.cpus, self.retries = opts["num_cpus"], executor.retries
         self.waiting, self.pending, self.busy = tasks, {}, set()
@@ -348,16 +352,14 @@ class _Run:
 _EXPERIMENTS: dict[tuple, "Experiment"] = {}  # per worker process: the experiments it has rebuilt
 
 
-def _where(device: Any = None) -> dict:
-    """Which worker ran a task: host, Ray node, process (and device, where given)."""
+def _where(device: Any) -> dict:
+    """Which worker ran a task: host, Ray node, device, process."""
     import socket
 
     import ray
-    out = {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    if device is not None:
-        from fvlib.runtime import device_name
-        out["device"] = device_name(device)
-    return out
+    from fvlib.runtime import device_name
+    return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
+            "device": device_name(device), "pid": os.getpid()}
 
 
 def _experiment(ref: Any, device: Any) -> "Experiment":
@@ -423,7 +425,3 @@ def build_task(box: list, unit: records.Unit, have: dict[str, bytes], want: Sequ
         made = {rel: (root / rel).read_bytes() for rel in want if (root / rel).exists()}
     return made, outs
 
-
-def fit_task(job: Any) -> dict:
-    """A Ray task (1 CPU): one record's MIA fits -> {MIA, MIA_loss, mia_ran_on}."""
-    return {**job(), "mia_ran_on": _where()}

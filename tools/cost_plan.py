@@ -93,9 +93,10 @@ def measured(results: Path = ROOT / "benchmarks" / "results") -> dict:
 def images(method: str, dataset: str) -> int:
     """Training images one run of a baseline visits (fvlib's epoch plans, 10 % forgotten)."""
     from benchmarks.baseline_speed import images_visited
-    from fvlib import config
+    from fvlib import baselines, config
     n = TRAIN_IMAGES[dataset]
-    seen = images_visited(method, config.get_profile(PROFILES[dataset]).unlearn_cfg(), n // 10, n - n // 10)
+    cfg = baselines.get(method).config_for(config.get_profile(PROFILES[dataset]))
+    seen = images_visited(method, cfg, n // 10, n - n // 10)
     if not seen:
         raise ValueError(f"no epoch plan for {method!r} in benchmarks/baseline_speed.images_visited")
     return seen
@@ -245,8 +246,10 @@ def ablation_configs() -> int:
 def fv_plus(g: Graph, ds: str, ids: dict) -> None:
     """Notebook 07: development θ_o and Retrains, greedy stages, then FV+ and its ablation on θ_o."""
     from fvlib import config
+    from fvlib.experiment import Development
     c, n = g.costs(ds), TRAIN_IMAGES[ds]
-    scale = (n - config.get_profile(PROFILES[ds]).dev_holdout) / n  # the development training set
+    held = round(config.get_profile(PROFILES[ds]).sizes("development", Development).fraction * n)
+    scale = (n - held) / n  # the development training set
     dev = g.add(f"{ds} dev θ_o", "FV+ (nb 07)", True, scale * c["theta_o"].seconds)
     for sc in SCENARIOS:
         prev = [dev] + [x for t in range(10) for x in g.evaluated(

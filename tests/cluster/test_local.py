@@ -96,7 +96,7 @@ def test_ray_records_equal_the_serial_runs(serial, clustered):
 def test_workers_built_the_systems_and_the_mia_fits_were_tasks_of_their_own(clustered):
     for rec in clustered[0].to_dict("records"):
         assert rec["ran_on"]["pid"] != os.getpid() and rec["ran_on"]["device"].startswith("cpu")
-        assert rec["mia_ran_on"]["pid"] != os.getpid()   # fit_task, a 1-CPU task: no pool in a worker
+        assert rec["mia_ran_on"]["pid"] != os.getpid()   # mia.run_job, a 1-CPU task: no pool in a worker
 
 
 def test_the_driver_wrote_everything_a_serial_rerun_reads(ex, clustered, monkeypatch):
