@@ -14,8 +14,8 @@ On Ray:
   task, split into chunks over the GPUs (CPU slots) that the other tasks leave idle (the vectors of a
   batch are independent: chunked, they equal one batch to float tolerance). A task asks for 1 GPU
   on a CUDA cluster, `unit_cpus` CPUs elsewhere.
-* One writer: a task builds its systems in a private scratch cache, seeded with the files of
-  `systems.artifacts` that the driver's cache already holds, and returns the ones it made (vectors,
+* One writer: a task (`fvlib.worker`) builds its systems in a private scratch cache, seeded with the
+  files of `systems.artifacts` that the driver's cache already holds, and returns the ones it made (vectors,
   unlearned models, Retrain's models); the driver writes them atomically into its own cache, then
   the records, so a serial rerun reads everything the cluster computed. Two tasks never build the
   same missing file: the second waits for the first and is shipped its result.
@@ -33,18 +33,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
 
-from fvlib import mia, records, systems
+from fvlib import mia, records, systems, worker
 from fvlib.cache import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     import ray as ray_module
 
     from fvlib.experiment import Experiment
-    from fvlib.splits import Split
 
 T = TypeVar("T")
 ENV = "FVLIB_EXECUTOR"  # the executor of `fvlib.setup(executor=None)`: how `fvlib.run --ray` reaches notebooks
@@ -149,16 +146,10 @@ def _label(unit: records.Unit, rows: Sequence[int]) -> str:
     return f"{unit.grid.method} on {names} ({unit.grid.kind} records)"
 
 
-def _moved(split: "Split", device: Any) -> "Split":
-    """The split with its masks on device."""
-    return dataclasses.replace(split, **{f: getattr(split, f).to(device)
-                                         for f in ("forget", "test_eval", "test_forget")})
-
-
 def _portion(task: _Task) -> records.Unit:
     """The unit restricted to the task's splits, masks on the CPU (what a worker receives)."""
     u = task.unit
-    splits = [_moved(u.splits[r], "cpu") for r in task.rows]
+    splits = [worker.moved(u.splits[r], "cpu") for r in task.rows]
     grid = dataclasses.replace(u.grid, splits=splits)
     return records.Unit(grid, list(range(len(splits))), splits, [u.todo[r] for r in task.rows],
                         [u.keys[r] for r in task.rows])
@@ -273,7 +264,7 @@ class _Run:
         ray = executor._ray
         self.window, self.building = window, 0
         self.ray, self.ex, self.box, self.root = ray, ex, box, cache_dir()
-        self.build, self.fit = ray.remote(build_task), ray.remote(mia.run_job)
+        self.build, self.fit = ray.remote(worker.build), ray.remote(mia.run_job)
         self.opts = {**opts, "max_retries": executor.retries, "retry_exceptions": False}
         self.cpus, self.retries = opts["num_cpus"], executor.retries
         self.waiting, self.pending, self.busy = tasks, {}, set()
@@ -284,9 +275,12 @@ class _Run:
         """Submit waiting tasks, in order, up to the window; not one whose missing files another task
         is building (it waits, then is shipped them)."""
         still = []
-        for task in self.waiting:
+        for k, task in enumerate(self.waiting):
+            if self.building >= self.window:
+                still += self.waiting[k:]
+                break
             missing = {f for f in task.files if not (self.root / f).exists()}
-            if self.building >= self.window or missing & self.busy:
+            if missing & self.busy:
                 still.append(task)
                 continue
             have = {f: (self.root / f).read_bytes() for f in task.files if f not in missing}
@@ -345,83 +339,3 @@ class _Run:
             return RuntimeError(f"its worker process died {self.retries + 1} times (killed, or out of "
                                 "memory); the last attempt was not retried")
         return err
-
-
-# ----------------------------------------------------------------------------- the worker's side
-
-_EXPERIMENTS: dict[tuple, "Experiment"] = {}  # per worker process: the experiments it has rebuilt
-
-
-def _where(device: Any) -> dict:
-    """Which worker ran a task: host, Ray node, device, process."""
-    import socket
-
-    import ray
-    from fvlib.runtime import device_name
-    return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
-            "device": device_name(device), "pid": os.getpid()}
-
-
-def _experiment(ref: Any, device: Any) -> "Experiment":
-    """The driver's experiment rebuilt in this worker (once per process): θ_o from its state dict."""
-    key = (ref.hex(), str(device))
-    if key not in _EXPERIMENTS:
-        import ray
-        from fvlib import models
-        from fvlib.experiment import Experiment
-        from fvlib.runtime import prepare_model
-        p = ray.get(ref)
-        data = p["data"]
-        model = models.build(p["profile"].model, data.num_classes, data.spec.mean, data.spec.std)
-        model.load_state_dict(p["state"])
-        ex = Experiment(p["profile"], data.to(device), prepare_model(model, device).eval(), p["info"],
-                        p["development"])
-        if ex.identity != p["identity"]:
-            raise RuntimeError(f"θ_o rebuilt in this worker has the identity {ex.identity}, not the driver's "
-                               f"{p['identity']}: every node must run the same fvlib and torch versions")
-        while len(_EXPERIMENTS) >= 2:  # a study uses one experiment, FV+ selection two
-            _EXPERIMENTS.pop(next(iter(_EXPERIMENTS)))
-        _EXPERIMENTS[key] = ex
-    return _EXPERIMENTS[key]
-
-
-@contextlib.contextmanager
-def _scratch(files: dict[str, bytes]) -> Iterator[Path]:
-    """A private cache folder holding files, as FVLIB_CACHE for the block (then deleted): whatever
-    the block writes to the cache stays out of the driver's (and any shared) cache."""
-    saved = os.environ.get("FVLIB_CACHE")
-    with tempfile.TemporaryDirectory(prefix="fvlib-task-") as tmp:
-        root = Path(tmp)
-        for rel, blob in files.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(blob)
-        os.environ["FVLIB_CACHE"] = tmp
-        try:
-            yield root
-        finally:
-            if saved is None:
-                os.environ.pop("FVLIB_CACHE", None)
-            else:
-                os.environ["FVLIB_CACHE"] = saved
-
-
-def build_task(box: list, unit: records.Unit, have: dict[str, bytes], want: Sequence[str], cpus: float
-               ) -> tuple[dict[str, bytes], list]:
-    """A Ray task: build the unit's systems and compute its records -> (the files of `want` it made,
-    [(split index, item, record fields, MIA job or None)]). box = [the shared experiment's ref]."""
-    import ray
-    import torch
-    from fvlib.runtime import seed_everything
-    device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP threads to the task's CPUs: say so to torch
-    seed_everything(0)  # as a notebook's setup call: stray global RNG use does not depend on the worker
-    ex = _experiment(box[0], device)
-    grid = dataclasses.replace(unit.grid, splits=[_moved(s, device) for s in unit.grid.splits])
-    unit = dataclasses.replace(unit, grid=grid, splits=list(grid.splits))
-    where = _where(device)
-    with _scratch(have) as root:
-        outs = [(i, item, {**rec, "ran_on": where}, job) for _u, i, item, rec, job in records.execute(ex, unit)]
-        made = {rel: (root / rel).read_bytes() for rel in want if (root / rel).exists()}
-    return made, outs
-

@@ -3,7 +3,7 @@
 Every study is a set of grids: systems (method × split) × conditions (items: a shift, an ε, a sweep
 point, or just one evaluation). `run` plans every grid's missing records as units — one (method,
 batch of splits) system build plus the records it yields — and hands ALL of them at once to the
-experiment's executor (the serial one here; a cluster executor can keep every worker busy), so
+experiment's executor (`Serial` here; `fvlib.executor.Ray` keeps every GPU of a cluster busy), so
 only missing records are computed, each is written atomically as soon as it is complete, and an
 interrupted study resumes where it stopped. A damaged record (truncated, empty, `{}`, a key that is
 not its file's, a missing result field) is recomputed with a warning naming its file. A record's

@@ -21,7 +21,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is the `ray` extra: pip install -e '.[ray]'")
 
 import smoke  # noqa: E402  (tests/cluster/smoke.py)
-from fvlib import executor, systems  # noqa: E402
+from fvlib import executor, systems, worker  # noqa: E402
 from fvlib.cache import load_tensors  # noqa: E402
 from fvlib.paths import ROOT  # noqa: E402
 from sandbox import ray_processes  # noqa: E402
@@ -128,7 +128,7 @@ def test_a_worker_that_rebuilds_a_different_theta_o_refuses(ex):
     payload = ray.get(executor.Ray()._share(ex))  # what workers get, then one claiming another θ_o
     wrong = ray.put({**payload, "identity": (ex.identity[0], "0" * 16, ex.identity[2])})
     with pytest.raises(RuntimeError, match="every node must run the same fvlib and torch"):
-        executor._experiment(wrong, torch.device("cpu"))
+        worker.experiment(wrong, torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- faults
