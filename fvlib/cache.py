@@ -1,6 +1,7 @@
 """Content-addressed on-disk cache with atomic writes: models, vectors, arrays and records."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -11,7 +12,7 @@ import stat
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -187,14 +188,38 @@ def read_json(path: Path, required: Sequence[str] = ()) -> dict | None:
     return obj
 
 
+@contextlib.contextmanager
+def computing(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside path: of several processes (or threads) about
+    to compute the same cache entry, one computes and the others wait, then find it written.
+
+    An OS file lock (flock): released when its holder exits or is killed, so it never goes stale;
+    the empty lock file stays (deleting it while another process waits would break the exclusion).
+    """
+    from filelock import FileLock
+    with FileLock(str(path.parent / f".{path.name}.lock"), mode=0o666):  # umask applies, as to entries
+        yield
+
+
+def tensors_path(name: str, key: str) -> Path:
+    """Where cached_tensors(name, key, ...) keeps its entry."""
+    return cache_dir() / f"{name}-{key}.safetensors"
+
+
 def cached_tensors(name: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict]]
                    ) -> tuple[dict[str, torch.Tensor], dict, bool]:
-    """Return (tensors, meta, hit) from cache_dir()/name-key.safetensors, computing on a miss."""
-    path = cache_dir() / f"{name}-{key}.safetensors"
-    if path.exists():
-        tensors, meta = load_tensors(path)
-        return tensors, meta, True
-    ensure_writable(path.parent, "FVLIB_CACHE")  # fail now, not after a long compute()
-    tensors, meta = compute()
-    save_tensors(path, tensors, meta)
-    return tensors, meta, False
+    """Return (tensors, meta, hit) from cache_dir()/name-key.safetensors, computing on a miss.
+
+    Concurrent misses of one entry (two processes sharing FVLIB_CACHE) compute it once: the others
+    wait for the lock and read what the first wrote (θ_o and Retrain are trained once, not twice).
+    """
+    path = tensors_path(name, key)
+    if not path.exists():
+        ensure_writable(path.parent, "FVLIB_CACHE")  # fail now, not after a long compute()
+        with computing(path):
+            if not path.exists():  # nobody wrote it while this process waited for the lock
+                tensors, meta = compute()
+                save_tensors(path, tensors, meta)
+                return tensors, meta, False
+    tensors, meta = load_tensors(path)
+    return tensors, meta, True

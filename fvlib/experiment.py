@@ -91,15 +91,19 @@ def setup(profile: str | config.Profile = "smoke", data_root: str | None = None,
     """Profile (by name or object) + its data + θ_o (trained once, then from the cache).
 
     trials: the profile's number of trials (None/0: its own). sizes: study-size overrides merged
-    into the profile's, e.g. {"selection": {"trials": 3}}. executor: runs the record store's units
-    (None: in this process). development=True: the development split instead (a share of the
-    training images is its test set, the real test set is dropped) with its own θ_o, for choices
-    that the final test-set numbers must not see.
+    into the profile's, e.g. {"selection": {"trials": 3}}. executor: runs the record store's units:
+    "serial", "ray" (a local Ray instance), "ray:auto", "ray:HOST:PORT" or an executor object
+    (fvlib.executor); None: the environment variable FVLIB_EXECUTOR (how `python -m fvlib.run --ray`
+    reaches the notebooks), else in this process. development=True: the development split instead
+    (a share of the training images is its test set, the real test set is dropped) with its own θ_o,
+    for choices that the final test-set numbers must not see.
     """
     if not isinstance(profile, (str, config.Profile)):
         raise TypeError(f"fvlib.setup needs a profile name ({', '.join(config.PROFILE_NAMES)}) or a "
                         f"config.Profile, got {type(profile).__name__} {profile!r}; e.g. fvlib.setup('smoke')")
     prof = config.get_profile(profile) if isinstance(profile, str) else profile
+    from fvlib import executor as executors
+    executor = executors.get(executor)  # a bad name fails before θ_o is trained
     root = resolve_data_root(data_root)
     if root is not None:
         overrides["data_root"] = root

@@ -137,6 +137,14 @@ class Job:
         return attack(self.features, self.cfg)
 
 
+def run_job(job: Job) -> dict:
+    """job() and where it ran ({MIA, MIA_loss, mia_ran_on: {host, pid}}): the body of a cluster
+    executor's 1-CPU task, importable without torch, so a fresh worker starts fast."""
+    import os
+    import socket
+    return {**job(), "mia_ran_on": {"host": socket.gethostname(), "pid": os.getpid()}}
+
+
 class Runner:
     """Runs jobs inline (workers < 1) or in a pool of spawned processes (no forked CUDA/OpenMP
     state); a context manager that shuts its pool down."""

@@ -3,7 +3,7 @@
 Every study is a set of grids: systems (method × split) × conditions (items: a shift, an ε, a sweep
 point, or just one evaluation). `run` plans every grid's missing records as units — one (method,
 batch of splits) system build plus the records it yields — and hands ALL of them at once to the
-experiment's executor (the serial one here; a cluster executor can keep every worker busy), so
+experiment's executor (`Serial` here; `fvlib.executor.Ray` keeps every GPU of a cluster busy), so
 only missing records are computed, each is written atomically as soon as it is complete, and an
 interrupted study resumes where it stopped. A damaged record (truncated, empty, `{}`, a key that is
 not its file's, a missing result field) is recomputed with a warning naming its file. A record's
@@ -160,7 +160,7 @@ class Serial:
         with mia.Runner(self.workers(ex)) as fits:
             pending = []
             for unit in units:
-                for unit_, i, it, rec, job in self._unit(ex, unit, progress):
+                for unit_, i, it, rec, job in execute(ex, unit, progress):
                     if job is None:
                         yield unit_, i, it, rec
                     else:
@@ -168,19 +168,21 @@ class Serial:
                 yield from _finished(pending, block=False)  # written as soon as their fits are done
             yield from _finished(pending, block=True)
 
-    @staticmethod
-    def _unit(ex: "Experiment", unit: Unit, progress: bool) -> Iterator[tuple]:
-        g = unit.grid
-        built = systems.build(ex, g.method, unit.splits, g.cfg, progress)
-        bar = tqdm(list(enumerate(built)), desc=f"{g.kind}: {g.method}", disable=not progress, leave=False)
-        for i, system in bar:
-            for it in unit.todo[i]:
-                with timer(ex.data.device) as t:
-                    out = g.compute(ex, system, unit.splits[i], it)
-                fields, job = out if isinstance(out, tuple) else (out, None)
-                rec = {**base_fields(ex, system, unit.splits[i], t["seconds"]),
-                       **({"config": g.cfg} if g.cfg is not None else {}), **fields}
-                yield unit, i, it, flag(rec, ex.data.num_classes), job
+
+def execute(ex: "Experiment", unit: Unit, progress: bool = False) -> Iterator[tuple]:
+    """Build the unit's systems, then (unit, split index, item, record fields, MIA job or None) for
+    each of its missing records: the work of one unit, wherever an executor runs it."""
+    g = unit.grid
+    built = systems.build(ex, g.method, unit.splits, g.cfg, progress)
+    bar = tqdm(list(enumerate(built)), desc=f"{g.kind}: {g.method}", disable=not progress, leave=False)
+    for i, system in bar:
+        for it in unit.todo[i]:
+            with timer(ex.data.device) as t:
+                out = g.compute(ex, system, unit.splits[i], it)
+            fields, job = out if isinstance(out, tuple) else (out, None)
+            rec = {**base_fields(ex, system, unit.splits[i], t["seconds"]),
+                   **({"config": g.cfg} if g.cfg is not None else {}), **fields}
+            yield unit, i, it, flag(rec, ex.data.num_classes), job
 
 
 def _finished(pending: list, block: bool) -> Iterator[tuple[Unit, int, Any, dict]]:

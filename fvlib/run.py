@@ -1,9 +1,13 @@
 """Headless runner: execute notebooks/NN_*.ipynb in order with papermill into runs/<profile>/.
 
 Usage: python -m fvlib.run [PROFILE] [DATA_ROOT] [--only 00 02] [--timeout SECONDS] [-p NAME=VALUE ...]
+                           [--ray [auto|ADDRESS]]
 (the Makefile's `make run` calls this). `-p` sets a notebook parameter (a Python literal, else a
-string) in every chosen notebook that declares it. A failing notebook stops the run with one line naming the
-notebook and the cell; the executed copy in runs/<profile>/ holds the full traceback.
+string) in every chosen notebook that declares it. `--ray` runs every study's units on Ray
+(docs/cluster.md): a local instance started for the run, the cluster this machine belongs to (auto)
+or a head node (HOST:PORT); the notebooks' kernels get it through the environment variable
+FVLIB_EXECUTOR. A failing notebook stops the run with one line naming the notebook and the cell;
+the executed copy in runs/<profile>/ holds the full traceback.
 
 Checked before any kernel starts: every -p value against the type its notebooks declare (int,
 float, bool, str, list; ints >= 0 unless the parameter's comment names a negative value, as
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -282,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a notebook parameter (Python literal or string), checked against the type the "
                         "notebook declares; e.g. -p DEV_TRIALS=3, -p SCENARIOS=classwise; repeatable")
+    p.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
+                   help="run every study's units on Ray: a local instance for this run (no value), the "
+                        "cluster this machine belongs to (auto) or a head node (HOST:PORT)")
     p.epilog = ("With CI set in the environment only the smoke profile runs (every notebook's setup "
                 "cell swaps in smoke under CI); unset CI to run another profile.")
     return p
@@ -302,6 +310,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             raise ValueError("set PROFILE and DATA_ROOT as arguments, not with -p")
         if args.extra:
             args.extra = check_params(args.extra, chosen)
+        if args.ray is not None and importlib.util.find_spec("ray") is None:
+            from fvlib.executor import INSTALL_HINT
+            raise ValueError(f"--ray needs Ray, which is not installed. {INSTALL_HINT}")
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     return args
@@ -310,8 +321,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the notebooks, then build the reproduction report; 1 (one line on stderr) on a failure."""
     args = parse_args(argv)
+    from fvlib.executor import session
     try:
-        timings = run_all(args.profile, args.data_root, args.timeout, args.only, extra=args.extra)
+        with session(args.ray):  # the notebooks' kernels inherit FVLIB_EXECUTOR
+            timings = run_all(args.profile, args.data_root, args.timeout, args.only, extra=args.extra)
     except NotebookFailed as err:
         print(err, file=sys.stderr)
         return 1

@@ -9,12 +9,13 @@ class-wise vectors, P5) and every baseline of fvlib.baselines ("retrain", "ft", 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from torch import nn
 
 from fvlib import baselines, models, solve, splits
-from fvlib.cache import cache_dir, cached_tensors, config_hash, ensure_writable
+from fvlib.cache import cache_dir, cached_tensors, config_hash, ensure_writable, tensors_path
 from fvlib.forget_vector import ForgetVector, Perturbed
 from fvlib.runtime import prepare_model, timer
 
@@ -70,11 +71,16 @@ def method_config(profile: "Profile", method: str, scenario: str) -> Any:
     return baselines.get(method).config_for(profile)
 
 
+def _vector_paths(ex: "Experiment", kind: str, cfg: Any, split_list: Sequence[splits.Split]) -> list[Path]:
+    """Where the vectors of kind ("fv", "cufv") for these splits live: cache_dir()/vectors."""
+    return [cache_dir() / "vectors" / f"{kind}-{config_hash(kind, ex.identity, cfg, s.hash)}.safetensors"
+            for s in split_list]
+
+
 def _cached_vectors(ex: "Experiment", kind: str, cfg: Any, split_list: Sequence[splits.Split],
                     solve_missing: Callable[[list[splits.Split]], list[ForgetVector]]) -> list[ForgetVector]:
     """One vector per split from cache_dir()/vectors; the missing ones come from one solve_missing call."""
-    paths = [cache_dir() / "vectors" / f"{kind}-{config_hash(kind, ex.identity, cfg, s.hash)}.safetensors"
-             for s in split_list]
+    paths = _vector_paths(ex, kind, cfg, split_list)
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     solved = {}
     if missing:
@@ -112,6 +118,11 @@ def composed_vectors(ex: "Experiment", split_list: Sequence[splits.Split],
     return _cached_vectors(ex, "cufv", cfg, split_list, solve_missing)
 
 
+def _unlearned_key(ex: "Experiment", method: str, cfg: Any, split: splits.Split) -> str:
+    """Cache key of a baseline's unlearned model (file unlearned-<method>-<key>.safetensors)."""
+    return config_hash("unlearned", ex.identity, method, cfg, split.hash)
+
+
 def unlearned_model(ex: "Experiment", method: str, split: splits.Split) -> System:
     """A baseline's unlearned model through the cache (the seconds are those of the first run).
 
@@ -123,7 +134,7 @@ def unlearned_model(ex: "Experiment", method: str, split: splits.Split) -> Syste
         split.check(ex.data)
         model, info = baseline.cached(ex.original, ex.data, split, cfg)
         return System(model, method, info["seconds"], info={"cache_hit": info["cache_hit"]})
-    key = config_hash("unlearned", ex.identity, method, cfg, split.hash)
+    key = _unlearned_key(ex, method, cfg, split)
 
     def compute():
         with timer(ex.data.device) as t:
@@ -152,3 +163,29 @@ def build(ex: "Experiment", method: str, split_list: Sequence[splits.Split],
                        {k: v.meta[k] for k in ("solve_seconds", "solved_together", "weights") if k in v.meta})
                 for v in vecs]
     return [unlearned_model(ex, method, s) for s in split_list]
+
+
+def artifacts(ex: "Experiment", method: str, split_list: Sequence[splits.Split],
+              cfg: solve.FVConfig | None = None) -> list[Path]:
+    """The cache files `build(ex, method, split_list, cfg)` reads, and writes where missing: what the
+    systems are made of (vectors, unlearned models, Retrain's models), so that an executor building
+    them elsewhere can ship them there and back. CU-FV adds the class-wise basis while it needs it."""
+    if method == "original" or not split_list:
+        return []
+    if method in ("fv", "fv_plus"):
+        return _vector_paths(ex, "fv", cfg if cfg is not None else ex.profile.fv_for(split_list[0].scenario),
+                             split_list)
+    if method == "cu_fv":
+        own = _vector_paths(ex, "cufv", method_config(ex.profile, method, split_list[0].scenario), split_list)
+        if all(p.exists() for p in own):
+            return own
+        basis = [splits.classwise(ex.data, c) for c in range(ex.data.num_classes)]
+        return own + _vector_paths(ex, "fv", ex.profile.fv, basis)
+    baseline = baselines.get(method)
+    bcfg = baseline.config_for(ex.profile)
+    if baseline.cached_file is not None:
+        return [baseline.cached_file(ex.data, s, bcfg) for s in split_list]
+    if baseline.cached is not None:
+        raise ValueError(f"baseline {method!r} caches its own model but registers no cached_file: "
+                         "register one, so that executors can ship its models")
+    return [tensors_path(f"unlearned-{method}", _unlearned_key(ex, method, bcfg, s)) for s in split_list]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fvlib import augment, models
-from fvlib.cache import cached_tensors, config_hash
+from fvlib.cache import cached_tensors, config_hash, tensors_path
 from fvlib.data import ImageData, batch_indices
 from fvlib.runtime import autocast, generator, prepare_model, timer
 
@@ -121,18 +122,29 @@ def fit(model: nn.Module, data: ImageData, mask: torch.Tensor, cfg: TrainConfig,
     return model, log
 
 
+def _key(arch: str, data: ImageData, mask: torch.Tensor, cfg: TrainConfig, model: nn.Module | None = None) -> str:
+    """Cache key of a trained model: (arch, its parameter shapes, data fingerprint, mask hash, cfg)."""
+    import hashlib
+    mask_hash = hashlib.sha256(mask.nonzero().flatten().cpu().numpy().tobytes()).hexdigest()[:16]
+    model = model if model is not None else models.build(arch, data.num_classes, data.spec.mean, data.spec.std)
+    # the parameter shapes join the key, so editing an architecture never loads stale weights
+    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    return config_hash("model", arch, shapes, data.fingerprint, mask_hash, cfg)
+
+
+def cache_file(arch: str, data: ImageData, mask: torch.Tensor, cfg: TrainConfig) -> Path:
+    """Where train_cached keeps the model of (arch, data, mask, cfg)."""
+    return tensors_path(f"model-{arch}", _key(arch, data, mask, cfg))
+
+
 def train_cached(arch: str, data: ImageData, mask: torch.Tensor, cfg: TrainConfig,
                  progress: bool = True) -> tuple[nn.Module, dict]:
     """fit() through the cache: key = (arch, data fingerprint, mask hash, cfg). Returns (model, info).
 
     info has 'log' (per-epoch rows), 'seconds' (training time when computed) and 'cache_hit'.
     """
-    import hashlib
-    mask_hash = hashlib.sha256(mask.nonzero().flatten().cpu().numpy().tobytes()).hexdigest()[:16]
     model = models.build(arch, data.num_classes, data.spec.mean, data.spec.std)
-    # the parameter shapes join the key, so editing an architecture never loads stale weights
-    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    key = config_hash("model", arch, shapes, data.fingerprint, mask_hash, cfg)
+    key = _key(arch, data, mask, cfg, model)
 
     def compute():
         torch.manual_seed(cfg.seed)  # weight init

@@ -9,6 +9,7 @@ import pickle
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -146,6 +147,31 @@ def test_read_only_cache_still_serves_hits(shared_dir, monkeypatch):
     cache.chmod(0o555)
     tensors, meta, hit = unprivileged(lambda: cached_tensors("model-x", "k1", lambda: 1 / 0))
     assert hit and meta == {"k": 1} and torch.equal(tensors["w"], _tensors()["w"])
+
+
+def test_concurrent_misses_compute_an_entry_once(tmp_path, monkeypatch):
+    """Two workers on one FVLIB_CACHE (threads here: the lock is flock, which excludes per open file,
+    so threads contend exactly as processes do) train θ_o once; the second reads the first's."""
+    monkeypatch.setenv("FVLIB_CACHE", str(tmp_path))
+    calls, start = [], threading.Barrier(2)
+
+    def compute():
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # a long training: the other thread arrives meanwhile
+        return _tensors(), {"by": threading.get_ident()}
+
+    def worker(out: list):
+        start.wait()
+        out.append(cached_tensors("model-x", "k1", compute))
+    outs: list = []
+    threads = [threading.Thread(target=worker, args=(outs,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(hit for _t, _m, hit in outs) == [False, True]
+    assert outs[0][1] == outs[1][1] == {"by": calls[0]}
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["model-x-k1.safetensors"]
 
 
 def test_ensure_writable_creates_the_folder_or_names_it(tmp_path):

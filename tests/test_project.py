@@ -42,11 +42,20 @@ def _names(specs):
 
 def test_environment_yml_matches_pyproject():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _names(py["dependencies"] + py["optional-dependencies"]["dev"])
+    extras = py["optional-dependencies"]
+    assert {"dev", "ray"} <= set(extras)
+    wanted = _names(py["dependencies"] + [spec for specs in extras.values() for spec in specs])
     env = (ROOT / "environment.yml").read_text().split("dependencies:", 1)[1]
     listed = _names(re.findall(r"^\s+- ([A-Za-z][\w.-]*[^\n:]*)$", env, re.M)) - {"python", "pip"}
     listed = {"torch" if n == "pytorch" else n for n in listed}
     assert listed == wanted, (listed ^ wanted)
+
+
+def test_make_install_installs_every_extra():
+    """`make test` on a clean clone has Ray (the Ray tests need it) and the dev tools."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installs = re.findall(r'pip install[^\n]*-e "\.\[([\w,]+)\]"', (ROOT / "Makefile").read_text())
+    assert installs and set(installs[0].split(",")) == set(extras)
 
 
 def test_ci_calls_the_readme_test_command():

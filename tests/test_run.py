@@ -214,3 +214,13 @@ def test_cpu_kernels_are_pinned_and_the_runner_environment_restored(project, mon
     monkeypatch.setenv("FVLIB_CPU_PIN", "0")
     assert run.main(["quick", "--only", "05"]) == 1
     assert "ValueError: " in (err := capfd.readouterr().err) and " avx2 " not in err
+def test_ray_reaches_every_notebook_kernel_through_the_environment(project, capfd, monkeypatch):
+    """--ray ADDRESS: the kernels inherit FVLIB_EXECUTOR, which their setup call reads (no Ray is
+    started for an address; `--ray` alone starts a local instance: tests/cluster)."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("FVLIB_EXECUTOR", raising=False)
+    make_notebook(project / "nbs" / "03_env.ipynb", 'import os\nraise ValueError(os.environ["FVLIB_EXECUTOR"])')
+    assert run.parse_args(["smoke", "--ray"]).ray == "local" and run.parse_args(["smoke"]).ray is None
+    assert run.main(["smoke", "--only", "03", "--ray", "10.1.2.3:6379"]) == 1
+    assert "ValueError: ray:10.1.2.3:6379" in capfd.readouterr().err
+    assert "FVLIB_EXECUTOR" not in os.environ  # set for the run only

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
@@ -37,6 +38,8 @@ class Baseline:
     default: Callable[["Profile"], Any] | None = None  # profile -> config (None: config())
     cached: Callable[..., tuple[nn.Module, dict]] | None = None  # like run, but through the method's
     #   own cache, returning (model, {"seconds": time to train it, "cache_hit": bool}) (Retrain)
+    cached_file: Callable[["ImageData", "Split", Any], Path] | None = None  # (data, split, cfg) -> the
+    #   file that `cached` keeps the model in (an executor ships it to and from where it is built)
 
     def config_for(self, profile: "Profile") -> Any:
         """The method's config in a profile: the profile's override, else the default."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from torch import nn
 
@@ -40,5 +41,10 @@ def _check_arch(model: nn.Module, data: ImageData, arch: str) -> None:
                          f"θ_o's architecture, one of {', '.join(models.MODELS)}")
 
 
-register("retrain", "Retrain", 0, RetrainConfig, retrain, cached=retrain_cached,
+def retrain_file(data: ImageData, split: Split, cfg: RetrainConfig) -> Path:
+    """Where retrain_cached keeps the model of this split (the θ_o cache)."""
+    return train.cache_file(cfg.arch, data, split.retain, cfg.train)
+
+
+register("retrain", "Retrain", 0, RetrainConfig, retrain, cached=retrain_cached, cached_file=retrain_file,
          default=lambda profile: RetrainConfig(profile.model, profile.train))
