@@ -159,13 +159,11 @@ class OwnModel:
 
     def save(self, fig: Figure, name: str, numbers: dict) -> dict[str, Path]:
         """figures/<name>/<figure>.{png,pdf,json} with provenance."""
-        return figures.save(fig, name, self.name, numbers, self.fv_config, self.data.device,
-                            **self._provenance())
+        return figures.save(fig, name, self.name, numbers, self.provenance())
 
     def save_table(self, frame: pd.DataFrame, name: str, numbers: dict | None = None) -> dict[str, Path]:
         """figures/<name>/<table>.{csv,md,tex,json} with provenance."""
-        return figures.save_table(frame, name, self.name, self.fv_config, self.data.device, numbers,
-                                  **self._provenance())
+        return figures.save_table(frame, name, self.name, numbers, self.provenance())
 
     def _provenance(self) -> dict:
         return {"dataset": self.data.name, "data_fingerprint": self.data.fingerprint,
@@ -176,7 +174,8 @@ class OwnModel:
         return pd.DataFrame({"seconds": self.timings}).rename_axis("part")
 
     def provenance(self) -> dict:
-        return provenance(self.fv_config, self.data.device, **self._provenance())
+        """Provenance of this run's figures and tables: code, device, data, θ_o, the FV config."""
+        return provenance(self.data.device, config=self.fv_config, **self._provenance())
 
 
 # ----------------------------------------------------------------------------- setup

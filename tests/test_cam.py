@@ -113,6 +113,21 @@ def test_bad_target_raises_and_still_releases(original, batch):
         cam.gradcam(original, x, "small_cnn", targets=-1)
 
 
+def test_maps_are_the_grad_cam_librarys_own(original, digits):
+    """The range check above runs after fvlib's clamp, so it cannot see a map scaled or shifted
+    inside fvlib: compare with pytorch-grad-cam itself, called directly on the same batch (same
+    kernels), on a copy of θ_o (the library leaves gradients behind)."""
+    from pytorch_grad_cam import GradCAM
+
+    x = digits.test_x[:6]
+    ours = cam.gradcam(original, x, "small_cnn")
+    model = copy.deepcopy(original).eval()
+    with GradCAM(model=model, target_layers=[cam.target_layer("small_cnn", model)]) as ref:
+        raw = torch.from_numpy(ref(to_float(x).requires_grad_(True), None))
+    assert raw.shape == ours.shape and float(raw.amax()) > 0.5  # maps with content, not all zero
+    assert torch.allclose(ours, raw, atol=1e-4)
+
+
 @pytest.mark.parametrize("clamp", [False, True])
 def test_forget_vector_cam_is_cam_of_perturbed_input(original, batch, vector, clamp):
     """Grad-CAM of fv.wrap(θ_o) on x = Grad-CAM of θ_o on the explicit x + δ; not θ_o's on x."""

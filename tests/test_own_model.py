@@ -2,6 +2,7 @@
 file, the adapter (normalisation and size inside), every model source, and each bad input."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -208,3 +209,10 @@ def test_setup_under_ci_swaps_in_the_digits(image_folder, trained):  # trained: 
     own = own_model.setup("resnet50:nowhere.pth", str(image_folder), ["cat"], ci=True, progress=False)
     assert own.data.name == "digits" and own.forget == ["0"] and own.arch == "small_cnn"
     assert own.info["train_acc"] > 0.9 and own.name == "smoke"
+    # its tables and figures carry one provenance: code, device, data, θ_o, the config, the forget set
+    paths = own.save_table(own.timing_table(), "your_model_timings", {"n": 1})
+    card = json.loads(paths["json"].read_text())
+    prov = card["provenance"]
+    assert card["numbers"] == {"n": 1} and prov["git_sha"] and prov["device"].startswith("cpu")
+    assert prov["data_fingerprint"] == own.data.fingerprint and prov["forget"] == ["0"]
+    assert prov["theta_o"]["train_acc"] == own.info["train_acc"] and "config" in prov
