@@ -224,7 +224,7 @@ def check_profile(profile: str, data_root: str | None) -> None:
 @contextlib.contextmanager
 def kernel_environment() -> Iterator[dict]:
     """The environment the notebook kernels start with: on a machine without CUDA, the CPU pin of
-    fvlib.runtime.cpu_pin_env (1 thread, AVX2 kernels: numbers compare across machines) unless
+    fvlib.runtime.cpu_pin_env (2 threads, AVX2 kernels: numbers compare across machines) unless
     FVLIB_CPU_PIN=0; this process's environment is restored afterwards. Yields what was set."""
     import torch
     from fvlib.runtime import cpu_pin_env

@@ -14,10 +14,12 @@ import torch
 # CPU numerics depend on the intra-op thread count and on the instruction set of the kernels
 # (measured on one machine, smoke θ_o: 1, 2, 3 and 4 threads give four different models, and so do
 # AVX2 and AVX-512 kernels at 2 threads; deterministic algorithms change nothing on a CPU). A new
-# process started with this environment runs 1 thread and the AVX2 kernels of ATen, oneDNN and MKL
+# process started with this environment runs 2 threads and the AVX2 kernels of ATen, oneDNN and MKL
 # (MKL_CBWR: its conditional numerical reproducibility mode), so CPU runs of one torch version
-# compare across x86-64 machines with AVX2. FVLIB_CPU_THREADS changes the thread count.
-CPU_PIN_THREADS = 1
+# compare across x86-64 machines with AVX2. A fixed count, not the machine's: the count changes
+# reduction order. 2, not 1: the embedded run takes 292 s with 2 threads vs 434 s with 1 on a 2-core
+# CPU (measured 2026-11-30, quiet machine). FVLIB_CPU_THREADS changes it.
+CPU_PIN_THREADS = 2
 
 
 def cpu_pin_env() -> dict[str, str]:
