@@ -23,8 +23,10 @@ Ray tests): the JSON records which network it saw. Measured, in this order:
     --table-trials) by `study.run_study`, first serially, then with `executor.Ray()` on a fresh
     local instance of CPUS CPUs, each from an empty cache (θ_o from fvlib's cache, trained on a
     miss): `serial_seconds`, `ray_seconds` (the instance already started), `ray_start_seconds`,
-    their ratio (the target: at most 1.5 on a 2-core machine, where Ray cannot be faster), whether
-    the record keys agree and the largest metric difference between the two runs.
+    their ratio (the target: at most 1.5 on a 2-core machine, where Ray cannot be faster), the same
+    table once more on the now warm instance (`ray_warm_seconds`, `ratio_warm_workers`: workers
+    started and torch imported, so the per-unit overhead alone), whether the record keys agree and
+    the largest metric difference between the two runs.
 
 Ray runs with the tests' environment (no usage stats, no auth token written to ~/.ray, a private
 RAY_TMPDIR). The machine's load average is recorded before and after each part: on a shared machine
@@ -40,10 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # repo root: run uninstalled
 from benchmarks import common  # noqa: E402
 
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+CPU = torch.device("cpu")  # every timing here is wall-clock on the host
 
 
 def noop(x: int) -> int:
@@ -58,14 +63,14 @@ def nbytes(state: dict) -> int:
 def task_overhead(ray, tasks: int) -> dict:
     """First-task latency, then ms per no-op task one at a time and all submitted together."""
     f = ray.remote(noop)
-    with common.timed_cpu() as first:
+    with common.timer(CPU) as first:
         ray.get(f.remote(0))
     ray.get([f.remote(i) for i in range(20)])  # warm: every worker started
     n_seq = max(50, tasks // 5)
-    with common.timed_cpu() as seq:
+    with common.timer(CPU) as seq:
         for i in range(n_seq):
             ray.get(f.remote(i))
-    with common.timed_cpu() as pipe:
+    with common.timer(CPU) as pipe:
         ray.get([f.remote(i) for i in range(tasks)])
     return {"first_task_seconds": round(first["seconds"], 3), "sequential_tasks": n_seq,
             "sequential_ms": round(1e3 * seq["seconds"] / n_seq, 3), "pipelined_tasks": tasks,
@@ -77,14 +82,14 @@ def shipping(ray, archs: list[str], data_spec) -> dict:
     from fvlib import models
     import torch
     size = ray.remote(lambda state: sum(t.numel() for t in state.values()))
-    with common.timed_cpu() as warm:  # the worker imports torch to unpickle tensors: once per worker
+    with common.timer(CPU) as warm:  # the worker imports torch to unpickle tensors: once per worker
         ray.get(size.remote({"x": torch.zeros(1)}))
     out = {"first_tensor_task_seconds": round(warm["seconds"], 3)}
     for arch in archs:
         state = models.build(arch, 10, data_spec.mean, data_spec.std).state_dict()
-        with common.timed_cpu() as put:
+        with common.timer(CPU) as put:
             ref = ray.put(state)
-        with common.timed_cpu() as ship:
+        with common.timer(CPU) as ship:
             ray.get(size.remote(ref))
         out[arch] = {"mbytes": round(nbytes(state) / 2**20, 2), "put_seconds": round(put["seconds"], 3),
                      "ship_seconds": round(ship["seconds"], 3)}
@@ -93,13 +98,13 @@ def shipping(ray, archs: list[str], data_spec) -> dict:
 
 def local_instance(ray, cpus: int, tasks: int, archs: list[str], spec) -> dict:
     """Start, measure and stop a local instance."""
-    with common.timed_cpu() as start:
+    with common.timer(CPU) as start:
         ray.init(num_cpus=cpus, num_gpus=0, include_dashboard=False, object_store_memory=200 * 2**20)
     try:
         res = {"local_start_seconds": round(start["seconds"], 2), **task_overhead(ray, tasks),
                "object_store": shipping(ray, archs, spec)}
     finally:
-        with common.timed_cpu() as stop:
+        with common.timer(CPU) as stop:
             ray.shutdown()
     return {**res, "shutdown_seconds": round(stop["seconds"], 2)}
 
@@ -109,14 +114,14 @@ def two_node_cluster(ray) -> dict:
     from ray.cluster_utils import Cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     lean = {"num_cpus": 1, "include_dashboard": False, "no_monitor": True, "include_log_monitor": False}
-    with common.timed_cpu() as start:
+    with common.timer(CPU) as start:
         cluster = Cluster(initialize_head=True, head_node_args=lean)
         second = cluster.add_node(num_cpus=1)
         cluster.connect()
     try:
         f = ray.remote(lambda: ray.get_runtime_context().get_node_id())
         nodes = [cluster.head_node.node_id, second.node_id]
-        with common.timed_cpu() as run:
+        with common.timer(CPU) as run:
             seen = ray.get([f.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
                             for n in nodes])
     finally:
@@ -135,16 +140,20 @@ def table1(ray, profile, cpus: int, methods: list[str], trials: int | None, unit
     ex = Experiment(profile, data, *common.theta_o(profile, data))
     ids = list(range(trials or profile.trials))
     out = {"methods": methods, "trials": len(ids), "unit_cpus": unit_cpus, "loadavg_serial": os.getloadavg()}
-    with common.scratch_cache(), common.timed_cpu() as serial:
+    with common.scratch_cache(), common.timer(CPU) as serial:
         one = study.run_study(ex, "classwise", methods, ids, progress=False)
     out["loadavg_ray"] = os.getloadavg()
-    with common.timed_cpu() as start:
+    with common.timer(CPU) as start:
         ray.init(num_cpus=cpus, num_gpus=0, include_dashboard=False)
     try:
         on_ray = copy.copy(ex)
         on_ray.executor = executor.Ray(unit_cpus=unit_cpus)
-        with common.scratch_cache(), common.timed_cpu() as clustered:
+        with common.scratch_cache(), common.timer(CPU) as clustered:
             two = study.run_study(on_ray, "classwise", methods, ids, progress=False)
+        # the same table again on the same instance, from another empty cache: Ray's workers are
+        # now started and have imported torch and fvlib, so this is the per-unit overhead alone
+        with common.scratch_cache(), common.timer(CPU) as warm:
+            study.run_study(on_ray, "classwise", methods, ids, progress=False)
     finally:
         ray.shutdown()
     a, b = one.set_index("key"), two.set_index("key")
@@ -154,6 +163,8 @@ def table1(ray, profile, cpus: int, methods: list[str], trials: int | None, unit
     return {**out, "records": len(one), "serial_seconds": round(serial["seconds"], 1),
             "ray_seconds": round(clustered["seconds"], 1), "ray_start_seconds": round(start["seconds"], 1),
             "ratio": round(clustered["seconds"] / serial["seconds"], 3),
+            "ray_warm_seconds": round(warm["seconds"], 1),
+            "ratio_warm_workers": round(warm["seconds"] / serial["seconds"], 3),
             "ratio_with_start": round((clustered["seconds"] + start["seconds"]) / serial["seconds"], 3),
             "same_keys": same, "max_metric_difference": diff, "loadavg_after": os.getloadavg()}
 
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.update(ENV, RAY_TMPDIR=tmp)  # and workers import this checkout's fvlib:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.ROOT), os.environ.get("PYTHONPATH")]))
     try:
-        with common.timed_cpu() as imp:
+        with common.timer(CPU) as imp:
             import ray
         result.update(ray_version=ray.__version__, import_seconds=round(imp["seconds"], 2))
         archs = list(dict.fromkeys([profile.model, "resnet18"]))

@@ -84,10 +84,14 @@ def _where(name: str) -> str:
     return ""
 
 
-# Fast schedule: one-cycle, larger batch, label smoothing; reaches ~91 % on the JPEG CIFAR-10 in
-# ~20 epochs (a deviation from P3.3 used only by `quick`; see README "Profiles").
-FAST_CIFAR = TrainConfig(epochs=20, batch_size=512, lr=0.4, schedule="onecycle", warmup_frac=0.2,
-                         label_smoothing=0.1, nesterov=True)
+# Fast schedule for `quick`: one-cycle, batch 512, plain CE as the paper (a deviation from P3.3's
+# 160 epochs; docs/protocol.md D13). 40 epochs is the knee measured on one H200
+# (benchmarks/results/theta_o_curve-quick-nvidia-h200.json): train / test 98.0 / 89.4 % at 20,
+# 99.3 / 90.2 % at 30, 99.7 / 90.6 % at 40 epochs (41 s); the first budget with a fitted training
+# set (>= 99.5 %), which the forget vector's retain term needs (the label-smoothed 20-epoch θ_o,
+# 98 % train, lost 7 RA points to δ where the paper loses 3).
+FAST_CIFAR = TrainConfig(epochs=40, batch_size=512, lr=0.4, schedule="onecycle", warmup_frac=0.2,
+                         label_smoothing=0.0, nesterov=True)
 
 SMOKE_TRAIN = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="onecycle")
 # Baselines shrunk for 1,347 digits: fewer epochs, smaller batches, larger lr (smoke only).

@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from fvlib import data, decode
-from fvlib.paths import shared_data_dir
 
 CLASSES = ["airplane", "bird", "cat"]  # sorted order = label order
 
@@ -146,20 +145,6 @@ def test_subset_and_to_keep_dtypes(digits):
     sub = digits.subset(100, 50)
     assert sub.train_x.shape[0] == 100 and sub.test_y.shape[0] == 50
     assert sub.fingerprint != digits.fingerprint and sub.image_shape == (3, 32, 32)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not (shared_data_dir() / "cifar10-jpeg.tar.xz").exists(),
-                    reason="offline archives not beside the project (../shared/data)")
-def test_offline_archives_have_the_documented_counts():
-    c = data.load("cifar10", root=shared_data_dir() / "cifar10-jpeg.tar.xz")
-    assert (len(c.train_y), len(c.test_y)) == (50_000, 10_000)
-    assert c.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                         "ship", "truck"]
-    assert torch.bincount(c.train_y).tolist() == [5000] * 10
-    i = data.load("imagenet10", root=shared_data_dir() / "imagenette-112.tar.xz")
-    assert (len(i.train_y), len(i.test_y)) == (9_469, 3_925)
-    assert i.train_x.shape[1:] == (112, 112, 3) and i.classes[0] == "n01440764"
 
 
 # ----------------------------------------------------------------------------- parallel decode
