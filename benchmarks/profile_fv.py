@@ -12,7 +12,8 @@ python benchmarks/profile_fv.py [PROFILE] [--steps 20] [--top 25]
    cuDNN autotuning on, bf16 weights cast once instead of autocast (autocast re-casts frozen
    weights every step: its cast cache holds only leaves that require grad), and a CUDA graph of the
    step (forward, input gradient, SGD; batch gather and augmentation stay eager, copied into static
-   buffers), which removes per-kernel launch cost; and fvlib's `solve` itself (batch 256, 512, and with its autocast patched
+   buffers), which removes per-kernel launch cost; θ_o's batch norm folded into its convolutions
+   (eager, and in the graph with bf16 weights cast once); and fvlib's `solve` itself (batch 256, 512, and with its autocast patched
    out, fp32) as the difference of a 2-epoch and a 1-epoch solve on the full data (one steady epoch).
 Every variant runs the same objective on the same θ_o with SGD on δ: (augment ->) x + δ -> model
 -> code-form loss -> backward to δ -> step. "bf16" is a no-op on a CPU.
@@ -49,6 +50,7 @@ class Variant:
     cudnn_benchmark: bool = False  # PyTorch's default
     precast: bool = False          # bf16 weights and inputs, no autocast (CUDA only)
     graph: bool = False            # the step as one CUDA graph (CUDA only)
+    fold: bool = False             # θ_o's batch norm folded into its convolutions (see `folded`)
 
 
 VARIANTS = (
@@ -64,7 +66,23 @@ VARIANTS = (
     Variant("bf16_cl_precast", bf16=True, channels_last=True, precast=True),
     Variant("fp32_graph", graph=True), Variant("bf16_cl_graph", bf16=True, channels_last=True, graph=True),
     Variant("bf16_cl_b512_graph", bf16=True, channels_last=True, batch=512, graph=True),
+    # after the first GPU session: inside the graph, autocast's per-step weight casts (~2.7 ms) and
+    # batch norm (~1.6 ms) were most of a 4.6 ms step, so measure both removed
+    Variant("bf16_cl_fold", bf16=True, channels_last=True, fold=True),
+    Variant("bf16_cl_precast_graph", bf16=True, channels_last=True, precast=True, graph=True),
+    Variant("bf16_cl_fold_precast_graph", bf16=True, channels_last=True, precast=True, graph=True, fold=True),
+    Variant("bf16_cl_b512_fold_precast_graph", bf16=True, channels_last=True, batch=512, precast=True,
+            graph=True, fold=True),
 )
+
+
+def folded(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the frozen θ_o with every conv → batch-norm pair folded into one conv: in eval mode
+    BN is the affine map y = (x - μ)·γ/σ + β, so it merges into the conv's weight and bias (torch.fx's
+    fuse; the same function up to float rounding, fewer kernels and passes over activations)."""
+    from torch.fx.experimental.optimization import fuse
+    return fuse(copy.deepcopy(model).eval(), inplace=True)
+
 
 
 def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -120,7 +138,8 @@ def plain_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable[[
     if v.graph:
         return graphed_step(model, data, forget, cfg, v)
     fmt = torch.channels_last if v.channels_last else torch.contiguous_format
-    net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
+    net = (folded(model) if v.fold else copy.deepcopy(model)).float().to(memory_format=fmt)
+    net = net.eval().requires_grad_(False)
     # precast: bf16 weights cast once and bf16 inputs instead of autocast (loss in fp32 either way)
     dtype = torch.bfloat16 if v.precast else torch.float32
     net = net.to(dtype)
@@ -147,7 +166,9 @@ def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable
     captured as one CUDA graph; batch gather and augmentation run eagerly into static buffers."""
     dev = data.device
     fmt = torch.channels_last if v.channels_last else torch.contiguous_format
-    net = copy.deepcopy(model).float().to(memory_format=fmt).eval().requires_grad_(False)
+    net = (folded(model) if v.fold else copy.deepcopy(model)).float().to(memory_format=fmt)
+    dtype = torch.bfloat16 if v.precast else torch.float32  # precast: weights cast once, no autocast
+    net = net.to(dtype).eval().requires_grad_(False)
     delta = torch.zeros(1, *data.image_shape, device=dev, requires_grad=True)
     buf = torch.zeros_like(delta)
     sx = torch.zeros(v.batch, *data.image_shape, device=dev).contiguous(memory_format=fmt)
@@ -164,8 +185,8 @@ def graphed_step(model, data, forget: torch.Tensor, cfg, v: Variant) -> Callable
         sf.copy_(forget[idx])
 
     def body() -> None:
-        with bf16(dev, v.bf16):
-            z = net((sx + delta).contiguous(memory_format=fmt))
+        with bf16(dev, v.bf16 and not v.precast):
+            z = net((sx + delta).to(dtype).contiguous(memory_format=fmt))
         loss = objective(z.float(), sy, sf, delta, cfg, betas)
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():  # torch.optim.SGD's update: d_p = g + wd·δ; buf = m·buf + d_p; δ -= lr·buf
