@@ -38,7 +38,7 @@ from fvlib import config, metrics, splits, train  # noqa: E402
 from fvlib.cache import atomic_write  # noqa: E402
 from fvlib.forget_vector import ForgetVector  # noqa: E402
 from fvlib.provenance import provenance, to_jsonable  # noqa: E402
-from fvlib.runtime import timer  # noqa: E402,F401 (the scripts' timer: fvlib's own)
+from fvlib.runtime import environment, timer  # noqa: E402,F401 (timer: the scripts' own, fvlib's)
 
 STARTED = dt.datetime.now(dt.timezone.utc)
 
@@ -98,16 +98,11 @@ def scratch_cache(prefix: str = "fvbench-cache-") -> Iterator[Path]:
     Data and θ_o already in memory are unaffected; everything fvlib caches inside the block (models,
     vectors, records) is computed afresh, so its timings are real.
     """
-    old = os.environ.get("FVLIB_CACHE")
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ["FVLIB_CACHE"] = str(tmp)
     try:
-        yield tmp
+        with environment(FVLIB_CACHE=str(tmp)):
+            yield tmp
     finally:
-        if old is None:
-            os.environ.pop("FVLIB_CACHE", None)
-        else:
-            os.environ["FVLIB_CACHE"] = old
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
 
 from fvlib import mia, records, systems, worker
 from fvlib.cache import atomic_write, cache_dir
+from fvlib.runtime import environment
 
 if TYPE_CHECKING:
     import ray as ray_module
@@ -115,15 +116,10 @@ def session(address: str | None) -> Iterator[str | None]:
         if started:
             ray.init(include_dashboard=False)
         address = ray.get_runtime_context().gcs_address
-    saved = os.environ.get(ENV)
-    os.environ[ENV] = f"ray:{address}"
     try:
-        yield address
+        with environment(**{ENV: f"ray:{address}"}):
+            yield address
     finally:
-        if saved is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = saved
         if started:
             ray.shutdown()
 

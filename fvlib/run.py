@@ -227,18 +227,10 @@ def kernel_environment() -> Iterator[dict]:
     fvlib.runtime.cpu_pin_env (2 threads, AVX2 kernels: numbers compare across machines) unless
     FVLIB_CPU_PIN=0; this process's environment is restored afterwards. Yields what was set."""
     import torch
-    from fvlib.runtime import cpu_pin_env
+    from fvlib.runtime import cpu_pin_env, environment
     pin = {} if torch.cuda.is_available() or os.environ.get("FVLIB_CPU_PIN") == "0" else cpu_pin_env()
-    old = {k: os.environ.get(k) for k in pin}
-    os.environ.update(pin)
-    try:
+    with environment(**pin):
         yield pin
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_all(profile: str = "smoke", data_root: str | None = None, timeout: int | None = 3600,

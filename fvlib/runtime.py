@@ -49,6 +49,22 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """os.environ updated with values for the block; each variable comes back as it was (an unset
+    one unset again), also when the block raises."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices). Bitwise GPU determinism is not relied on."""
     random.seed(seed)

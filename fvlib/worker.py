@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from fvlib import records
+from fvlib.runtime import environment
 
 if TYPE_CHECKING:
     from fvlib.experiment import Experiment
@@ -67,20 +68,12 @@ def experiment(ref: Any, device: Any) -> "Experiment":
 def _scratch(files: dict[str, bytes]) -> Iterator[Path]:
     """A private cache folder holding files, as FVLIB_CACHE for the block (then deleted): whatever
     the block writes to the cache stays out of the driver's (and any shared) cache."""
-    saved = os.environ.get("FVLIB_CACHE")
-    with tempfile.TemporaryDirectory(prefix="fvlib-task-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fvlib-task-") as tmp, environment(FVLIB_CACHE=tmp):
         root = Path(tmp)
         for rel, blob in files.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_bytes(blob)
-        os.environ["FVLIB_CACHE"] = tmp
-        try:
-            yield root
-        finally:
-            if saved is None:
-                os.environ.pop("FVLIB_CACHE", None)
-            else:
-                os.environ["FVLIB_CACHE"] = saved
+        yield root
 
 
 def build(box: list, unit: records.Unit, have: dict[str, bytes], want: Sequence[str], cpus: float

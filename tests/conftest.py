@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+from fvlib.runtime import environment
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -13,15 +15,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def isolated_outputs(tmp_path_factory):
     """Point fvlib's cache and figures at temp folders so tests never touch the repo's data/."""
     root = tmp_path_factory.mktemp("fvlib")
-    old = {k: os.environ.get(k) for k in ("FVLIB_CACHE", "FVLIB_FIGURES")}
-    os.environ["FVLIB_CACHE"] = str(root / "cache")
-    os.environ["FVLIB_FIGURES"] = str(root / "figures")
-    yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environment(FVLIB_CACHE=str(root / "cache"), FVLIB_FIGURES=str(root / "figures")):
+        yield root
 
 
 @pytest.fixture(scope="session")

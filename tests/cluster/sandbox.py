@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from fvlib.runtime import environment
+
 HOW = ("run them in a network namespace that holds only loopback: `make test-cluster`, or "
        "`python tools/loopback.py python -m pytest tests/cluster` (as root, or with unprivileged "
        "user namespaces enabled)")
@@ -89,16 +91,10 @@ def ray_sandbox(timeout: float = 30.0) -> Iterator[str]:
     on exit: raise LeftRunning if a Ray process of this sandbox is still alive `timeout` seconds
     after the block (it is then killed), and delete the folder."""
     temp_dir = tempfile.mkdtemp(prefix="fvray-", dir="/tmp")
-    saved = {k: os.environ.get(k) for k in (*ENV, "RAY_TMPDIR")}
-    os.environ.update(ENV, RAY_TMPDIR=temp_dir)
     try:
-        yield temp_dir
+        with environment(**ENV, RAY_TMPDIR=temp_dir):
+            yield temp_dir
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         left = reap(temp_dir, timeout)
         shutil.rmtree(temp_dir, ignore_errors=True)
         if left:

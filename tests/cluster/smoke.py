@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -56,15 +55,9 @@ def theta_o_file(ex) -> Path:
 @contextlib.contextmanager
 def cache(folder: Path) -> Iterator[Path]:
     """FVLIB_CACHE=folder for the block."""
-    saved = os.environ.get("FVLIB_CACHE")
-    os.environ["FVLIB_CACHE"] = str(folder)
-    try:
+    from fvlib.runtime import environment
+    with environment(FVLIB_CACHE=str(folder)):
         yield folder
-    finally:
-        if saved is None:
-            os.environ.pop("FVLIB_CACHE", None)
-        else:
-            os.environ["FVLIB_CACHE"] = saved
 
 
 if __name__ == "__main__":
